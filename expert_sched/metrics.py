@@ -1,0 +1,163 @@
+"""Quality of an expert placement: balance, co-location, dispatch traffic, memory.
+
+Notation: ``w[l, e]`` tokens routed to logical expert e at MoE layer l (all top-k slots);
+``c[l, e]`` its replica count; ``h[l, e, g]`` replicas of e on GPU g; G GPUs, N nodes.
+
+Shared execution model (SGLang with DP attention + DeepEP): each token lives on a "home" GPU, the
+home GPUs are uniform and independent of routing, and a replica of an expert takes an equal share
+``w[l, e] / c[l, e]`` of its expert's tokens. A token that needs expert e is sent to the nearest
+replica (same GPU, else same node, else any), as SGLang's static dispatch map does
+(``srt/eplb/expert_location.py``, ``compute_logical_to_rank_dispatch_physical_map``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .placement import Placement
+from .stats import RoutingStats
+
+
+def gpu_loads(placement: Placement, load: np.ndarray) -> np.ndarray:
+    """[L, G] tokens processed per GPU: ``sum_e h[l, e, g] * w[l, e] / c[l, e]``."""
+    per_replica = load / placement.counts()
+    return np.einsum("leg,le->lg", placement.hosts(), per_replica)
+
+
+def balancedness_sglang(loads: np.ndarray) -> float:
+    """SGLang's balancedness: ``mean_l( mean_g load[l, g] / max_g load[l, g] )`` (1 = perfect).
+
+    SGLang (``compute_utilization_rate``) adds 1e-5 to both terms; that only matters for idle layers.
+    """
+    return float(np.mean((loads.mean(1) + 1e-5) / (loads.max(1) + 1e-5)))
+
+
+def balancedness_vllm(loads: np.ndarray) -> float:
+    """vLLM's balancedness: ``sum_l mean_g load[l, g] / sum_l max_g load[l, g]``."""
+    return float(loads.mean(1).sum() / max(loads.max(1).sum(), 1e-12))
+
+
+def stay_matrix(hosts_now: np.ndarray, hosts_next: np.ndarray) -> np.ndarray:
+    """[E, E] share of transitions a -> b between two layers with replicas [E, G] that stay on one GPU.
+
+    ``stay[a, b] = sum_g (h[l, a, g] / c[l, a]) * [h[l+1, b, g] > 0]``: a's tokens spread evenly
+    over a's replicas; those on GPU g stay if g holds a replica of b.
+    """
+    share = hosts_now / hosts_now.sum(1, keepdims=True)
+    return share @ (hosts_next > 0).T.astype(np.float64)
+
+
+def colocation(placement: Placement, transitions: np.ndarray) -> float:
+    """Share of consecutive-layer top-1 transitions that can stay on one GPU.
+
+    ``sum_{l,a,b} T[l, a, b] * stay_l[a, b] / sum T`` (see :func:`stay_matrix`). Execution model:
+    ExFlow-style, a token continues on the GPU of its layer-l expert replica, so a co-located
+    transition needs no cross-GPU transfer before layer l+1.
+    """
+    total = transitions.sum()
+    if total <= 0:
+        return 0.0
+    hosts = placement.hosts()
+    kept = sum(float((transitions[l] * stay_matrix(hosts[l], hosts[l + 1])).sum())
+               for l in range(transitions.shape[0]))
+    return kept / float(total)
+
+
+def low_latency_traffic(placement: Placement, load: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeepEP low-latency mode: one copy per (token, selected expert). Returns per-layer [L] copies
+    leaving the home GPU and leaving the home node:
+
+    ``cross_gpu[l] = sum_e w[l, e] * (1 - gpus_with_e / G)``,
+    ``cross_node[l] = sum_e w[l, e] * (1 - nodes_with_e / N)``
+    (a token stays local iff its home GPU / node holds a replica; nearest-replica dispatch).
+    """
+    gpus_with = (placement.hosts() > 0).sum(2)
+    nodes_with = (placement.node_hosts() > 0).sum(2)
+    cross_gpu = (load * (1 - gpus_with / placement.num_gpus)).sum(1)
+    cross_node = (load * (1 - nodes_with / placement.num_nodes)).sum(1)
+    return cross_gpu, cross_node
+
+
+def dispatch_destinations(placement: Placement, layer: int) -> np.ndarray:
+    """[G, E] GPU that a token homed on GPU h sends its expert-e copy to.
+
+    h itself if it holds e; else the lowest-numbered GPU of h's node holding e; else the
+    ``(h mod c_e)``-th GPU holding e (SGLang spreads such ranks fairly over the replicas).
+    """
+    hosts = placement.hosts()[layer] > 0  # [E, G]
+    per_node = placement.gpus_per_node
+    dest = np.empty((placement.num_gpus, placement.num_experts), dtype=np.int64)
+    for e in range(placement.num_experts):
+        gpus = np.flatnonzero(hosts[e])
+        for h in range(placement.num_gpus):
+            node = h // per_node
+            local_node = gpus[gpus // per_node == node]
+            dest[h, e] = h if hosts[e, h] else (local_node[0] if local_node.size else gpus[h % gpus.size])
+    return dest
+
+
+def normal_mode_traffic(placement: Placement, token_topk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeepEP normal mode: one copy per distinct destination GPU per token (experts of one token
+    on one GPU share a copy); cross-node: one RDMA copy per distinct destination node, forwarded
+    over NVLink inside it. Counted exactly on the token sample ``token_topk`` [L, T, k] (logical
+    ids), averaged over all G home GPUs. Returns per-layer [L] mean copies per token leaving the
+    home GPU and leaving the home node.
+    """
+    num_layers, _, _ = token_topk.shape
+    homes = np.arange(placement.num_gpus)[:, None, None]
+    cross_gpu, cross_node = np.zeros(num_layers), np.zeros(num_layers)
+    for layer in range(num_layers):
+        dest = dispatch_destinations(placement, layer)[:, token_topk[layer]]  # [G, T, k]
+        for targets, home, out in ((dest, homes, cross_gpu),
+                                   (dest // placement.gpus_per_node, homes // placement.gpus_per_node, cross_node)):
+            ordered = np.sort(targets, axis=2)
+            distinct = 1 + (np.diff(ordered, axis=2) != 0).sum(2)
+            includes_home = (ordered == home).any(2)
+            out[layer] = float((distinct - includes_home).mean())
+    return cross_gpu, cross_node
+
+
+def replica_memory(placement: Placement, expert_bytes: int | None = None) -> dict[str, float | int | None]:
+    """Expert weight memory: replicas per GPU (S per layer, ``S * L`` in all) and redundant replicas
+    (``R * L``); in bytes when ``expert_bytes`` (one expert's weights in one layer) is given."""
+    per_gpu = placement.slots_per_gpu * placement.num_layers
+    redundant = (placement.num_slots - placement.num_experts) * placement.num_layers
+    return {"replicas_per_gpu": per_gpu, "redundant_replicas": redundant,
+            "bytes_per_gpu": None if expert_bytes is None else per_gpu * expert_bytes,
+            "redundant_bytes": None if expert_bytes is None else redundant * expert_bytes}
+
+
+def placement_step_factors(placement: Placement, stats: RoutingStats) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs for the step-latency model, per MoE layer [L]:
+
+    - ``imbalance[l] = max_g load[l, g] / mean_g load[l, g]`` (>= 1): the slowest GPU's expert work
+      relative to a perfectly balanced layer;
+    - ``remote_fraction[l] = cross_gpu_low_latency[l] / sum_e w[l, e]``: share of (token, expert)
+      copies that leave their home GPU (DeepEP low-latency execution model).
+    """
+    loads = gpu_loads(placement, stats.load)
+    imbalance = loads.max(1) / np.maximum(loads.mean(1), 1e-12)
+    cross_gpu, _ = low_latency_traffic(placement, stats.load)
+    remote = cross_gpu / np.maximum(stats.load.sum(1), 1e-12)
+    return imbalance, remote
+
+
+def evaluate(placement: Placement, stats: RoutingStats, expert_bytes: int | None = None) -> dict[str, object]:
+    """All metrics of ``placement`` on ``stats`` as a JSON-ready dict (per-token-layer traffic)."""
+    loads = gpu_loads(placement, stats.load)
+    ll_gpu, ll_node = low_latency_traffic(placement, stats.load)
+    result: dict[str, object] = {
+        "balancedness_sglang": balancedness_sglang(loads),
+        "balancedness_vllm": balancedness_vllm(loads),
+        "colocation": None if stats.transitions is None else colocation(placement, stats.transitions),
+        "ll_cross_gpu_share": float(ll_gpu.sum() / max(stats.load.sum(), 1e-12)),
+        "ll_cross_node_share": float(ll_node.sum() / max(stats.load.sum(), 1e-12)),
+        "normal_cross_gpu_per_token": None,
+        "normal_cross_node_per_token": None,
+        "memory": replica_memory(placement, expert_bytes),
+    }
+    if stats.token_topk is not None:
+        n_gpu, n_node = normal_mode_traffic(placement, stats.token_topk)
+        result["normal_cross_gpu_per_token"] = float(n_gpu.mean())
+        result["normal_cross_node_per_token"] = float(n_node.mean())
+    return result
