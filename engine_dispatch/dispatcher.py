@@ -24,6 +24,19 @@ class Dispatcher(ABC):
     def on_dispatched(self, request: DispatchRequest, engine_id: int, now: float) -> None:
         """The request was sent to ``engine_id``."""
 
+    def on_first_token(self, request: DispatchRequest, engine_id: int, now: float) -> None:
+        """The first output token (or byte) of ``request`` came back: its prefill is done.
+
+        Optional for hosts (engine_dispatch extension); without it, dispatchers that track
+        pending prefill count it pending until the next fresh load report.
+        """
+
     def on_finished(self, request: DispatchRequest, engine_id: int, now: float,
                     output_tokens: int) -> None:
         """The request left ``engine_id`` (finished or failed)."""
+
+    def on_engine_reset(self, engine_id: int) -> None:
+        """``engine_id`` restarted or was replaced: forget what it was believed to cache.
+
+        Optional for hosts (engine_dispatch extension).
+        """

@@ -1,0 +1,37 @@
+"""Pickers: turn combined scores into one engine."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+#: scores closer than this count as a tie
+TIE_EPSILON = 1e-9
+
+
+class ArgmaxPicker:
+    """Highest score; among ties, the first engine after the previously picked one (cyclic by id),
+    so equal engines are used in turn and the choice is deterministic."""
+
+    def __init__(self, num_engines: int) -> None:
+        self._num_engines = num_engines
+        self._last = -1
+
+    def pick(self, engine_ids: Sequence[int], scores: Sequence[float]) -> int:
+        best = max(scores)
+        tied = [engine for engine, score in zip(engine_ids, scores) if score >= best - TIE_EPSILON]
+        choice = min(tied, key=lambda engine: (engine - self._last - 1) % self._num_engines)
+        self._last = choice
+        return choice
+
+
+class TopKPicker:
+    """Uniformly random among the ``k`` highest scores (seeded, reproducible)."""
+
+    def __init__(self, k: int, seed: int) -> None:
+        self._k = k
+        self._rng = random.Random(seed)
+
+    def pick(self, engine_ids: Sequence[int], scores: Sequence[float]) -> int:
+        ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], engine_ids[i]))
+        return engine_ids[self._rng.choice(ranked[: self._k])]

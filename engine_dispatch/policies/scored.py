@@ -1,0 +1,141 @@
+"""moesched's dispatcher: filter -> scorers -> weighted sum -> picker (llm-d style, weights in config).
+
+Per request:
+1. filter: healthy engines; then, if ``dispatch.filter_kv_saturated``, those whose KV fraction is
+   below ``kv_use.saturation`` (skipped when it would leave none);
+2. estimate each candidate's load (:class:`~engine_dispatch.load_tracker.LoadTracker`: latest
+   report plus own dispatches since, or own books alone when the report is stale) and its cached
+   prefix (:class:`~engine_dispatch.prefix_index.PrefixIndex`);
+3. score with each weighted scorer (:mod:`engine_dispatch.scorers`), combine as
+   ``sum_s w_s * score_s / sum_s w_s`` (in [0, 1]); the weight set is ``[weights]``, or with
+   ``[hybrid]`` the ``below`` / ``above`` set depending on cluster utilisation (GAPS);
+4. pick (:mod:`engine_dispatch.picker`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from engine_dispatch.config import ScoredConfig
+from engine_dispatch.dispatcher import Dispatcher
+from engine_dispatch.healthy import healthy_engines
+from engine_dispatch.load_tracker import EngineEstimate, LoadTracker
+from engine_dispatch.picker import ArgmaxPicker, TopKPicker
+from engine_dispatch.prefix_index import PrefixIndex
+from engine_dispatch.scorers import (Decision, KvUseScorer, LeastLoadScorer, PredictedLoadScorer,
+                                     PrefixLoadScorer, Scorer, StickinessScorer)
+from engine_dispatch.sessions import SessionTable
+from engine_dispatch.types import DispatchRequest, EngineLoad
+from perf_model.batch import StepTimeModel
+
+
+class ScoredDispatcher(Dispatcher):
+    """Weighted-scorer dispatcher configured by a :class:`~engine_dispatch.config.ScoredConfig`.
+
+    Args:
+        num_engines: engines ``0..num_engines-1``.
+        config: validated settings.
+        step_model: step-latency model for the ``predicted_load`` scorer (required iff it has a
+            positive weight).
+    """
+
+    def __init__(self, num_engines: int, config: ScoredConfig,
+                 step_model: StepTimeModel | None = None) -> None:
+        in_use = config.scorers_in_use()
+        if "predicted_load" in in_use and step_model is None:
+            raise ValueError("weights.predicted_load > 0 needs a step-time model (step_model=...)")
+        self.config = config
+        self.tracker = LoadTracker(num_engines, config.dispatch.stale_after_s)
+        self.index = PrefixIndex(num_engines, config.dispatch.index_capacity_blocks)
+        self.sessions = SessionTable(config.stickiness.ttl_s, config.stickiness.max_sessions)
+        self._scorers: dict[str, Scorer] = {}
+        for name in sorted(in_use):
+            self._scorers[name] = self._make_scorer(name, step_model)
+        if config.dispatch.picker == "argmax":
+            self._picker: ArgmaxPicker | TopKPicker = ArgmaxPicker(num_engines)
+        else:
+            self._picker = TopKPicker(config.dispatch.top_k, config.dispatch.seed)
+        self._last_matched: tuple[str, list[int]] | None = None  # (request_id, blocks per engine)
+
+    def _make_scorer(self, name: str, step_model: StepTimeModel | None) -> Scorer:
+        c = self.config
+        if name == "prefix_load":
+            return PrefixLoadScorer(c.prefix_load.scale_tokens)
+        if name == "kv_use":
+            return KvUseScorer(c.kv_use.saturation)
+        if name == "stickiness":
+            s = c.stickiness
+            return StickinessScorer(self.sessions, s.overload_rel, s.overload_abs,
+                                    s.max_kv_fraction)
+        if name == "least_load":
+            return LeastLoadScorer(c.least_load.scale_requests)
+        assert name == "predicted_load" and step_model is not None
+        return PredictedLoadScorer(step_model, c.predicted_load.chunk_tokens,
+                                   c.predicted_load.scale_s)
+
+    # --- decision ---------------------------------------------------------------------------
+
+    def pick(self, request: DispatchRequest, engines: Sequence[EngineLoad], now: float) -> int:
+        candidates = [self.tracker.estimate(load, now) for load in healthy_engines(engines)]
+        if self.config.dispatch.filter_kv_saturated:
+            limit = self.config.kv_use.saturation
+            roomy = [engine for engine in candidates if engine.kv_used_fraction < limit]
+            candidates = roomy or candidates
+        matched = self.index.matched_blocks(request.block_hashes)
+        self._last_matched = (request.request_id, matched)
+        block_tokens = self.config.dispatch.block_tokens
+        cached = [min(request.prompt_tokens, matched[engine.engine_id] * block_tokens)
+                  for engine in candidates]
+        decision = Decision(request, now, candidates, cached)
+        total = [0.0] * len(candidates)
+        weights = self.weights_for(candidates)
+        weight_sum = 0.0
+        for name, weight in weights.items():
+            if weight <= 0:
+                continue
+            weight_sum += weight
+            for i, score in enumerate(self._scorers[name].scores(decision)):
+                total[i] += weight * score
+        combined = [value / weight_sum for value in total]
+        return self._picker.pick([engine.engine_id for engine in candidates], combined)
+
+    def weights_for(self, candidates: Sequence[EngineEstimate]) -> dict[str, float]:
+        """The weight set in force: ``[weights]``, or the GAPS ``[hybrid]`` below/above set."""
+        hybrid = self.config.hybrid
+        if hybrid is None:
+            return self.config.weights
+        if hybrid.metric == "kv":
+            utilisation = sum(e.kv_used_fraction for e in candidates) / len(candidates)
+        else:
+            cap = hybrid.max_running_requests
+            utilisation = sum(min(1.0, e.outstanding / cap) for e in candidates) / len(candidates)
+        return hybrid.below if utilisation < hybrid.threshold else hybrid.above
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def on_dispatched(self, request: DispatchRequest, engine_id: int, now: float) -> None:
+        if self._last_matched is not None and self._last_matched[0] == request.request_id:
+            matched = self._last_matched[1]
+        else:
+            matched = self.index.matched_blocks(request.block_hashes)
+        cached = min(request.prompt_tokens, matched[engine_id] * self.config.dispatch.block_tokens)
+        self.tracker.dispatched(request.request_id, engine_id, now, request.prompt_tokens,
+                                request.prompt_tokens - cached)
+        self.index.insert(engine_id, request.block_hashes)
+        self.sessions.record(request.session_id, engine_id, now)
+
+    def on_first_token(self, request: DispatchRequest, engine_id: int, now: float) -> None:
+        self.tracker.first_token(request.request_id)
+
+    def on_finished(self, request: DispatchRequest, engine_id: int, now: float,
+                    output_tokens: int) -> None:
+        self.tracker.finished(request.request_id)
+
+    def on_engine_reset(self, engine_id: int) -> None:
+        self.index.clear(engine_id)
+
+    def observe_cached_blocks(self, engine_id: int, stored: Sequence[int],
+                              removed: Iterable[int] = ()) -> None:
+        """Engine-reported cache events: ``stored`` block hashes (prompt order), ``removed`` ones."""
+        self.index.remove(engine_id, removed)
+        self.index.insert(engine_id, stored)
