@@ -44,3 +44,8 @@ class RequestQueue(ABC):
 
     def on_finished(self, request: WaitingRequest, output_tokens: int) -> None:
         """Tell the policy a request finished with ``output_tokens`` (feeds predictors)."""
+
+    def on_prefill(self, tokens: int) -> None:
+        """Tell the policy one engine step computed ``tokens`` uncached prefill tokens.
+
+        Hosts call it after every step (SGLang's ``hrrn`` ages requests by this counter)."""

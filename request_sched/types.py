@@ -20,6 +20,9 @@ class WaitingRequest:
         generated_tokens: output tokens already produced (> 0 after a preemption).
         priority: priority class, larger is more urgent (hosts map their own convention).
         workload_class: tag for the output-length predictor, or None to infer one.
+        prefix_blocks: ids of the prompt's leading 512-token blocks, as in
+            ``experiments.workloads.TraceRequest.prefix_blocks`` (empty if unknown); only SGLang's
+            in-batch prefix check (``lpm``/``hrrn``) reads them.
         host_ref: opaque handle the host may attach (e.g. SGLang's ``Req``); never read here.
     """
 
@@ -31,6 +34,7 @@ class WaitingRequest:
     generated_tokens: int = 0
     priority: int = 0
     workload_class: str | None = None
+    prefix_blocks: tuple[int, ...] = ()
     host_ref: object = None
 
     @property

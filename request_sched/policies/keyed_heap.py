@@ -2,9 +2,12 @@
 
 Policies whose admission order does not change while requests wait (FCFS, SJF with linear aging)
 store each request once under a key computed at :meth:`KeyedHeap.push` time. ``push`` and ``pop``
-are O(log n); :meth:`KeyedHeap.remove` marks the entry dead and ``pop``/``peek`` skip dead
-entries, so removal is O(1) amortised. The heap compacts itself when more than half its entries are
-dead, which bounds memory at 2x the live count.
+are O(log n); :meth:`KeyedHeap.remove` only forgets the entry, and ``pop``/``peek`` skip entries
+that are no longer live, so removal is O(1). The heap compacts itself when more than half its
+entries are dead, which bounds memory at about 2x the live count.
+
+Entries are plain tuples ``(key, seq, request)`` so heap operations and sorts compare them in C;
+``seq`` is unique, so the comparison never reaches ``request``.
 """
 
 from __future__ import annotations
@@ -16,20 +19,7 @@ from collections.abc import Iterator
 from request_sched.types import WaitingRequest
 
 SortKey = tuple[float, ...]
-
-
-class _Entry:
-    """One heap slot: ``(key, seq)`` orders it, ``request`` is None once removed."""
-
-    __slots__ = ("key", "seq", "request")
-
-    def __init__(self, key: SortKey, seq: int, request: WaitingRequest) -> None:
-        self.key = key
-        self.seq = seq
-        self.request: WaitingRequest | None = request
-
-    def __lt__(self, other: _Entry) -> bool:
-        return (self.key, self.seq) < (other.key, other.seq)
+_Entry = tuple[SortKey, int, WaitingRequest]
 
 
 class KeyedHeap:
@@ -53,57 +43,51 @@ class KeyedHeap:
         """Insert ``request`` under ``key``. Raises ValueError if its id is already waiting."""
         if request.request_id in self._live:
             raise ValueError(f"request {request.request_id!r} is already waiting")
-        entry = _Entry(key, next(self._seq), request)
+        entry = (key, next(self._seq), request)
         self._live[request.request_id] = entry
         heapq.heappush(self._heap, entry)
 
-    def _drop_dead_top(self) -> None:
-        heap = self._heap
-        while heap and heap[0].request is None:
+    def _top(self) -> _Entry:
+        heap, live = self._heap, self._live
+        while heap:
+            entry = heap[0]
+            if live.get(entry[2].request_id) is entry:
+                return entry
             heapq.heappop(heap)
+        raise IndexError("the queue is empty")
 
     def peek(self) -> WaitingRequest:
         """The request with the smallest key. Raises IndexError when empty."""
-        self._drop_dead_top()
-        if not self._heap:
-            raise IndexError("peek from an empty queue")
-        request = self._heap[0].request
-        assert request is not None
-        return request
+        return self._top()[2]
+
+    def peek_key(self) -> SortKey:
+        """The smallest key. Raises IndexError when empty."""
+        return self._top()[0]
 
     def pop(self) -> WaitingRequest:
         """Remove and return the request with the smallest key. Raises IndexError when empty."""
-        self._drop_dead_top()
-        if not self._heap:
-            raise IndexError("pop from an empty queue")
+        self._top()
         entry = heapq.heappop(self._heap)
-        request = entry.request
-        assert request is not None
-        del self._live[request.request_id]
-        return request
+        del self._live[entry[2].request_id]
+        return entry[2]
 
     def remove(self, request_id: str) -> WaitingRequest:
         """Remove the live request with ``request_id`` and return it. Raises KeyError if absent."""
         entry = self._live.pop(request_id)
-        request = entry.request
-        assert request is not None
-        entry.request = None
         if len(self._heap) > 2 * len(self._live) + 16:
-            self._heap = [e for e in self._heap if e.request is not None]
+            self._heap = list(self._live.values())
             heapq.heapify(self._heap)
-        return request
+        return entry[2]
 
     def key_of(self, request_id: str) -> SortKey:
         """The key a live request was pushed with. Raises KeyError if absent."""
-        return self._live[request_id].key
+        return self._live[request_id][0]
 
     def ordered(self) -> list[WaitingRequest]:
         """Live requests, smallest key first (O(n log n); the heap is unchanged)."""
-        entries = sorted(self._live.values())
-        return [e.request for e in entries]  # type: ignore[misc]
+        return [entry[2] for entry in sorted(self._live.values())]
 
     def requests(self) -> Iterator[WaitingRequest]:
         """Live requests in no particular order."""
         for entry in self._live.values():
-            assert entry.request is not None
-            yield entry.request
+            yield entry[2]

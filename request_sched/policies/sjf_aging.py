@@ -1,0 +1,148 @@
+"""Shortest job first with priority-aware linear aging and an explicit starvation bound (ours).
+
+Score of a waiting request ``r`` at host time ``t`` (smaller is admitted first)::
+
+    score(r, t) = size_s(r) - aging_rate * (t - r.enqueue_s) - priority_weight_s * r.priority
+
+``size_s`` is the job size in seconds of engine time (:class:`~request_sched.job_size.JobSizeEstimator`:
+uncached prefill + predicted remaining output x marginal decode time). ``aging_rate`` is
+dimensionless (seconds of job size forgiven per second waited); ``priority_weight_s`` is seconds
+of job size forgiven per priority class.
+
+Why a static heap key is exact: ``score(r, t) = key(r) - aging_rate * t`` with
+``key(r) = size_s(r) + aging_rate * r.enqueue_s - priority_weight_s * r.priority``. The term
+``aging_rate * t`` is the same for every waiting request, so the order of any two waiting requests
+never changes while they wait, and a min-heap on ``key`` (computed once, at :meth:`add`) is always
+in score order: O(log n) add and pop, no re-scoring.
+
+Why vLLM's sjf cannot use a heap this way: its sorter re-computes ``time.time() - arrival`` inside
+``__lt__`` and passes it through a sigmoid (``policies.vllm_sjf``). A sigmoid of waiting time is
+not a common shift, so the relative order of two requests does change as time passes, while a heap
+only re-compares the elements an insertion or pop happens to touch: the heap invariant, established
+with old scores, no longer holds, and ``heap[0]`` need not be the best request (``__lt__`` even
+re-scores only its left operand, so ``a < b`` and ``b < a`` can both hold).
+
+Starvation bound: a request that has waited longer than ``max_wait_s`` goes to the front; among
+such overdue requests the order is FCFS (earliest ``enqueue_s`` first). A second heap keyed on
+``enqueue_s`` finds them in O(log n); each request lives in both heaps and is lazily removed from
+the other one when popped. Once a request is overdue, every request that arrived before it is
+overdue too, and nothing that arrived after it can pass it, so it is served after at most the
+earlier arrivals still waiting at that moment.
+
+Keys are computed when a request is added, with the predictor's knowledge at that moment. A host
+that learns something that changes a request's size (a fresh prefix match changes
+``cached_tokens``) re-keys it with :meth:`remove` + :meth:`add`.
+"""
+
+from __future__ import annotations
+
+from perf_model.batch import StepTimeModel
+from request_sched.job_size import JobSizeEstimator
+from request_sched.policies.keyed_heap import KeyedHeap
+from request_sched.predictor import OutputLengthPredictor
+from request_sched.queue import RequestQueue
+from request_sched.types import WaitingRequest
+
+
+class SjfAgingQueue(RequestQueue):
+    """SJF on job size in seconds, with linear, priority-aware aging and a starvation bound.
+
+    Args:
+        step_model: step-latency model that converts tokens to seconds (required unless
+            ``job_size`` is given).
+        aging_rate: seconds of job size forgiven per second waited (>= 0; 0 = pure SJF inside
+            the bound, large = FCFS).
+        max_wait_s: starvation bound in seconds (> 0); ``float("inf")`` disables it.
+        priority_weight_s: seconds of job size forgiven per priority class (>= 0).
+        output_estimate: ``"predictor"``, ``"max_tokens"`` or ``"none"`` (see
+            :class:`JobSizeEstimator`); ``"none"`` turns the predictor off.
+        predictor: output-length predictor to share (a default one if None).
+        job_size: a ready estimator; overrides ``step_model``/``output_estimate``/``predictor``.
+    """
+
+    def __init__(
+        self,
+        step_model: StepTimeModel | None = None,
+        aging_rate: float = 0.5,
+        max_wait_s: float = 20.0,
+        priority_weight_s: float = 1.0,
+        output_estimate: str = "predictor",
+        predictor: OutputLengthPredictor | None = None,
+        job_size: JobSizeEstimator | None = None,
+    ) -> None:
+        if aging_rate < 0 or priority_weight_s < 0:
+            raise ValueError(
+                f"aging_rate and priority_weight_s must be >= 0, got {aging_rate}, {priority_weight_s}"
+            )
+        if not max_wait_s > 0:
+            raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
+        if job_size is None:
+            if step_model is None:
+                raise ValueError("sjf-aging needs step_model (a perf_model StepTimeModel) or job_size")
+            job_size = JobSizeEstimator(step_model, output_estimate=output_estimate, predictor=predictor)
+        self.job_size = job_size
+        self.aging_rate = aging_rate
+        self.max_wait_s = max_wait_s
+        self.priority_weight_s = priority_weight_s
+        self._by_key = KeyedHeap()
+        self._by_arrival = KeyedHeap()
+
+    def static_key(self, request: WaitingRequest) -> float:
+        """``size_s + aging_rate * enqueue_s - priority_weight_s * priority`` (seconds)."""
+        return (
+            self.job_size.seconds(request)
+            + self.aging_rate * request.enqueue_s
+            - self.priority_weight_s * request.priority
+        )
+
+    def score(self, request: WaitingRequest, now: float) -> float:
+        """Time-varying score at ``now`` (smaller first); equals ``static_key - aging_rate*now``."""
+        return (
+            self.job_size.seconds(request)
+            - self.aging_rate * (now - request.enqueue_s)
+            - self.priority_weight_s * request.priority
+        )
+
+    def add(self, request: WaitingRequest, now: float) -> None:
+        key = self.static_key(request)
+        self._by_key.push((key,), request)
+        self._by_arrival.push((request.enqueue_s, key), request)
+
+    def _overdue_head(self, now: float) -> bool:
+        """Whether the earliest waiting request has waited longer than ``max_wait_s``."""
+        return self._by_arrival.peek_key()[0] < now - self.max_wait_s
+
+    def pop(self, now: float) -> WaitingRequest:
+        if not self._by_key:
+            raise IndexError("pop from an empty queue")
+        if self._overdue_head(now):
+            request = self._by_arrival.pop()
+            self._by_key.remove(request.request_id)
+        else:
+            request = self._by_key.pop()
+            self._by_arrival.remove(request.request_id)
+        return request
+
+    def peek(self, now: float) -> WaitingRequest:
+        if not self._by_key:
+            raise IndexError("peek from an empty queue")
+        return self._by_arrival.peek() if self._overdue_head(now) else self._by_key.peek()
+
+    def remove(self, request: WaitingRequest) -> None:
+        self._by_key.remove(request.request_id)
+        self._by_arrival.remove(request.request_id)
+
+    def ordered(self, now: float) -> list[WaitingRequest]:
+        by_key = self._by_key.ordered()
+        cutoff = now - self.max_wait_s
+        overdue = [r for r in by_key if r.enqueue_s < cutoff]
+        if not overdue:
+            return by_key
+        overdue.sort(key=lambda r: r.enqueue_s)  # stable: ties keep key order, as the heap does
+        return overdue + [r for r in by_key if r.enqueue_s >= cutoff]
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def on_finished(self, request: WaitingRequest, output_tokens: int) -> None:
+        self.job_size.predictor.observe(request, output_tokens)
