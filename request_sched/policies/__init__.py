@@ -3,7 +3,7 @@
 Names (keyword options go to the class constructor):
     ``fcfs``: first come, first served, vLLM's and SGLang's default (:class:`FcfsQueue`).
     ``sjf-aging``: ours, SJF on job size in seconds with linear priority-aware aging and a
-        starvation bound (:class:`SjfAgingQueue`; needs ``step_model=``).
+        starvation bound (:class:`SjfAgingQueue`; ``step_model=`` a model or perf_model spec).
     ``hrrn``: SGLang 0.5.23's highest response ratio next with token-based aging (:class:`HrrnQueue`).
     ``lpm``: SGLang 0.5.23's longest prefix match (:class:`LpmQueue`).
     ``vllm-sjf``: vLLM's sigmoid time-and-length SJF (:class:`VllmSjfQueue`).

@@ -37,6 +37,7 @@ that learns something that changes a request's size (a fresh prefix match change
 from __future__ import annotations
 
 from perf_model.batch import StepTimeModel
+from perf_model.model_file import resolve_model
 from request_sched.job_size import JobSizeEstimator
 from request_sched.policies.keyed_heap import KeyedHeap
 from request_sched.predictor import OutputLengthPredictor
@@ -44,12 +45,17 @@ from request_sched.queue import RequestQueue
 from request_sched.types import WaitingRequest
 
 
+#: step model used when none is given: perf_model's H100 preset for Qwen3-30B-A3B
+DEFAULT_STEP_MODEL = "qwen3-30b-a3b-h100"
+
+
 class SjfAgingQueue(RequestQueue):
     """SJF on job size in seconds, with linear, priority-aware aging and a starvation bound.
 
     Args:
-        step_model: step-latency model that converts tokens to seconds (required unless
-            ``job_size`` is given).
+        step_model: step-latency model that converts tokens to seconds, or a perf_model spec
+            string (a preset name such as ``"qwen3-30b-a3b-h100"``, the default, or the path of a
+            coefficients JSON file written by ``moesched calibrate``).
         aging_rate: seconds of job size forgiven per second waited (>= 0; 0 = pure SJF inside
             the bound, large = FCFS).
         max_wait_s: starvation bound in seconds (> 0); ``float("inf")`` disables it.
@@ -62,7 +68,7 @@ class SjfAgingQueue(RequestQueue):
 
     def __init__(
         self,
-        step_model: StepTimeModel | None = None,
+        step_model: StepTimeModel | str = DEFAULT_STEP_MODEL,
         aging_rate: float = 0.5,
         max_wait_s: float = 20.0,
         priority_weight_s: float = 1.0,
@@ -77,9 +83,8 @@ class SjfAgingQueue(RequestQueue):
         if not max_wait_s > 0:
             raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
         if job_size is None:
-            if step_model is None:
-                raise ValueError("sjf-aging needs step_model (a perf_model StepTimeModel) or job_size")
-            job_size = JobSizeEstimator(step_model, output_estimate=output_estimate, predictor=predictor)
+            model = resolve_model(step_model) if isinstance(step_model, str) else step_model
+            job_size = JobSizeEstimator(model, output_estimate=output_estimate, predictor=predictor)
         self.job_size = job_size
         self.aging_rate = aging_rate
         self.max_wait_s = max_wait_s

@@ -1,0 +1,77 @@
+"""Output-length predictor: per-class EMA, back-off, GAPS calibration, caps, preempted requests."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from request_sched.predictor import OutputLengthPredictor, prompt_bucket
+from request_sched.types import WaitingRequest
+
+
+def _req(prompt=100, max_new=10_000, tag=None, generated=0):
+    return WaitingRequest("r", 0.0, prompt_tokens=prompt, max_new_tokens=max_new,
+                          workload_class=tag, generated_tokens=generated)
+
+
+def test_prior_then_class_mean_with_backoff():
+    p = OutputLengthPredictor(ema_alpha=0.5, min_samples=2, prior_output_tokens=300)
+    assert p.predict_total(_req()) == 300
+    p.observe(_req(tag="code"), 10)
+    # one "code" sample: below min_samples, back off to the global level (1 sample, still used)
+    assert p.predict_total(_req(tag="code")) == 10
+    p.observe(_req(tag="code"), 30)
+    for _ in range(2):
+        p.observe(_req(tag="conv"), 400)
+    assert p.predict_total(_req(tag="code")) == pytest.approx(20)  # 10 -> EMA(0.5) with 30
+    assert p.predict_total(_req(tag="conv")) == pytest.approx(400)
+
+
+def test_gaps_calibration_formula():
+    p = OutputLengthPredictor(ema_alpha=0.5, beta=2.0, gamma=1.0, min_samples=1)
+    p.observe(_req(), 100)   # mean 100
+    p.observe(_req(), 50)    # err 50: mae 25, mape 0.5, mean 75
+    assert p.predict_total(_req()) == pytest.approx(75 + 2.0 * 25 + 1.0 * 75 * 0.5)
+
+
+def test_prompt_buckets_separate_lengths():
+    p = OutputLengthPredictor(min_samples=1)
+    for _ in range(3):
+        p.observe(_req(prompt=100), 10)
+        p.observe(_req(prompt=5000), 900)
+    assert prompt_bucket(100) != prompt_bucket(5000)
+    assert p.predict_total(_req(prompt=120)) < p.predict_total(_req(prompt=6000))
+
+
+@given(
+    outputs=st.lists(st.integers(1, 5000), min_size=1, max_size=30),
+    max_new=st.integers(1, 5000),
+    generated=st.integers(0, 5000),
+    beta=st.floats(0, 3),
+    gamma=st.floats(0, 3),
+)
+def test_predictions_respect_caps(outputs, max_new, generated, beta, gamma):
+    p = OutputLengthPredictor(beta=beta, gamma=gamma, min_samples=1)
+    for o in outputs:
+        p.observe(_req(), o)
+    total = p.predict_total(_req(max_new=max_new))
+    assert 1 <= total <= max_new
+    generated = min(generated, max_new)
+    remaining = p.predict_remaining(_req(max_new=max_new, generated=generated))
+    assert 0 <= remaining <= max_new - generated
+
+
+def test_remaining_counts_from_where_a_preempted_request_stopped():
+    p = OutputLengthPredictor(min_samples=1)
+    for _ in range(5):
+        p.observe(_req(), 200)
+    assert p.predict_remaining(_req(generated=50)) == pytest.approx(150)
+    # past half the estimate: assume it runs as long again (continuous at g = 100)
+    assert p.predict_remaining(_req(generated=100)) == pytest.approx(100)
+    assert p.predict_remaining(_req(generated=300)) == pytest.approx(300)
+    assert p.predict_remaining(_req(generated=300, max_new=350)) == pytest.approx(50)
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="ema_alpha"):
+        OutputLengthPredictor(ema_alpha=0)
+    with pytest.raises(ValueError, match="beta"):
+        OutputLengthPredictor(beta=-1)
