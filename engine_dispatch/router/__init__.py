@@ -1,0 +1,1 @@
+"""The HTTP host of the dispatch core: ``moesched route`` (aiohttp reverse proxy over engines)."""

@@ -1,0 +1,85 @@
+"""``moesched route``: run the HTTP router in front of several OpenAI-compatible engines.
+
+Example::
+
+    moesched route --worker-urls http://127.0.0.1:30001 http://127.0.0.1:30002 \\
+        --config configs/dispatch.toml --port 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aiohttp import web
+
+from engine_dispatch.config import ScoredConfig, load_config
+from engine_dispatch.factory import create_dispatcher, dispatcher_names
+from engine_dispatch.router.app import ProxySettings, Router
+from engine_dispatch.router.pool import EnginePool, PoolSettings
+from engine_dispatch.router.request_parse import Tokenize
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worker-urls", nargs="+", required=True, metavar="URL",
+                        help="engine base URLs, e.g. http://127.0.0.1:30001")
+    parser.add_argument("--policy", default="scored", choices=dispatcher_names(),
+                        help="dispatch policy (default: scored)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML settings of the scored policy (default: built-in defaults)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=30000, help="port (default 30000)")
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="tokenizer.json (HF tokenizers) for exact token blocks; without it "
+                             "prompts are hashed in blocks of 4 x block_tokens characters")
+    parser.add_argument("--load-kind", default="auto", choices=["auto", "sglang", "vllm", "none"],
+                        help="load endpoint to poll: SGLang /v1/loads, vLLM /metrics, or none")
+    parser.add_argument("--load-refresh-s", type=float, default=0.5,
+                        help="load polling period in seconds (default 0.5)")
+    parser.add_argument("--health-interval-s", type=float, default=2.0,
+                        help="health-check period in seconds (default 2)")
+    parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
+                        help="largest accepted request body (default 4 MiB)")
+    parser.add_argument("--max-attempts", type=int, default=3,
+                        help="engines tried per request when they fail before answering")
+    parser.add_argument("--request-timeout-s", type=float, default=600.0,
+                        help="upstream request timeout in seconds (default 600)")
+
+
+def _tokenizer(path: Path | None) -> Tokenize | None:
+    if path is None:
+        return None
+    from tokenizers import Tokenizer
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers library raises its own exception type
+        raise ValueError(f"{path}: not a tokenizers JSON file: {exc}") from exc
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def build_router(args: argparse.Namespace) -> Router:
+    """Validate the arguments and assemble the router (no I/O until the app starts)."""
+    config = load_config(args.config) if args.config is not None else ScoredConfig()
+    if args.policy != "scored" and args.config is not None:
+        raise ValueError(f"--config applies to --policy scored, not {args.policy}")
+    options = {"config": config} if args.policy == "scored" else {}
+    dispatcher = create_dispatcher(args.policy, len(args.worker_urls), **options)
+    for url in args.worker_urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"--worker-urls: expected http(s)://host:port, got {url!r}")
+    pool = EnginePool(list(args.worker_urls), dispatcher, PoolSettings(
+        health_interval_s=args.health_interval_s, load_refresh_s=args.load_refresh_s,
+        load_kind=args.load_kind))
+    settings = ProxySettings(max_body_bytes=args.max_body_bytes, max_attempts=args.max_attempts,
+                             request_timeout_s=args.request_timeout_s,
+                             block_tokens=config.dispatch.block_tokens)
+    return Router(pool, dispatcher, settings, _tokenizer(args.tokenizer))
+
+
+def run(args: argparse.Namespace) -> int:
+    router = build_router(args)
+    print(f"moesched route: {args.policy} over {len(args.worker_urls)} engine(s) on "
+          f"http://{args.host}:{args.port}", flush=True)
+    web.run_app(router.application(), host=args.host, port=args.port, print=None,
+                access_log=None)
+    return 0
