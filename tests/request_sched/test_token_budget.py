@@ -1,0 +1,40 @@
+"""SLO-aware prefill token budget: largest budget within the TPOT SLO, floor, no-decode case."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from request_sched.token_budget import SloTokenBudget
+
+
+@given(decode=st.integers(1, 256), kv=st.integers(0, 500_000), slo=st.floats(0.005, 0.5),
+       granularity=st.sampled_from([1, 16, 64]))
+def test_budget_is_the_largest_that_meets_the_slo(linear_model, decode, kv, slo, granularity):
+    b = SloTokenBudget(linear_model, tpot_slo_s=slo, max_budget=8192, min_budget=0,
+                       granularity=granularity)
+    budget = b.budget(decode, kv)
+    assert 0 <= budget <= 8192 and budget % granularity == 0 or budget == 8192
+    if b.step_seconds(0, decode, kv) <= slo:
+        assert b.step_seconds(budget, decode, kv) <= slo
+        if budget < 8192:
+            nxt = budget + granularity
+            assert nxt > 8192 or b.step_seconds(nxt, decode, kv) > slo
+
+
+def test_floor_and_no_decode(linear_model):
+    b = SloTokenBudget(linear_model, tpot_slo_s=0.001, max_budget=4096, min_budget=256)
+    assert b.budget(decode_seqs=64, kv_context_tokens=64_000) == 256  # decode alone breaks the SLO
+    assert b.budget(decode_seqs=0, kv_context_tokens=0) == 4096
+    loose = SloTokenBudget(linear_model, tpot_slo_s=10.0, max_budget=4096)
+    assert loose.budget(decode_seqs=8, kv_context_tokens=8000) == 4096
+
+
+def test_tighter_slo_means_smaller_budget(linear_model):
+    budgets = [SloTokenBudget(linear_model, tpot_slo_s=s).budget(32, 32_000) for s in (0.03, 0.06, 0.2)]
+    assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
+
+
+def test_bad_options(linear_model):
+    with pytest.raises(ValueError, match="tpot_slo_s"):
+        SloTokenBudget(linear_model, tpot_slo_s=0)
+    with pytest.raises(ValueError, match="min_budget"):
+        SloTokenBudget(linear_model, tpot_slo_s=0.05, min_budget=10, max_budget=5)
