@@ -17,12 +17,29 @@ class BatchShape:
         decode_seqs: sequences that each produce one output token this step.
         kv_context_tokens: KV-cache tokens read by attention this step, summed over all sequences
             in the batch (prefill context included).
+        prefill_attention_pairs: query-key pairs computed by causal prefill attention, summed over
+            the prefilling sequences: a chunk of ``n`` new tokens after ``c`` tokens of context adds
+            ``n * (c + (n + 1) / 2)``. 0 means unknown; models then assume one prefilling sequence
+            (``prefill_tokens * (cached_prefill_tokens + (prefill_tokens + 1) / 2)``).
     """
 
     prefill_tokens: int = 0
     cached_prefill_tokens: int = 0
     decode_seqs: int = 0
     kv_context_tokens: int = 0
+    prefill_attention_pairs: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Tokens that pass through the network this step (new prefill tokens + one per decode)."""
+        return self.prefill_tokens + self.decode_seqs
+
+    @property
+    def attention_pairs(self) -> float:
+        """``prefill_attention_pairs``, or the one-sequence estimate when it is 0."""
+        if self.prefill_attention_pairs > 0 or self.prefill_tokens == 0:
+            return self.prefill_attention_pairs
+        return self.prefill_tokens * (self.cached_prefill_tokens + (self.prefill_tokens + 1) / 2)
 
 
 @dataclass(frozen=True)

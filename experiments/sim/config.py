@@ -1,0 +1,79 @@
+"""Knobs of a simulated engine and cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from perf_model.batch import MoeFactors
+from request_sched.queue import RequestQueue
+
+
+class PrefillBudget(Protocol):
+    """Per-step prefill token budget (e.g. :class:`request_sched.token_budget.SloTokenBudget`)."""
+
+    def budget(self, decode_seqs: int, kv_context_tokens: int) -> int:
+        """Prefill tokens the next step may add to ``decode_seqs`` decoding sequences that hold
+        ``kv_context_tokens`` KV tokens (>= 0)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One engine's continuous-batching limits (vLLM / SGLang equivalents in brackets).
+
+    Attributes:
+        max_running: requests in the running batch at most [max_num_seqs / max_running_requests].
+        max_batched_tokens: tokens per step (decode tokens + prefill chunk tokens)
+            [max_num_batched_tokens / chunked_prefill_size].
+        kv_capacity_tokens: KV-cache capacity in tokens [num_gpu_blocks * block_size /
+            max_total_tokens]; requests with input + output above it fail.
+        prefix_caching: reuse cached prompt blocks [enable_prefix_caching / radix cache].
+        rematch_waiting_max: re-match the waiting requests' cached prefixes each step (so
+            ``WaitingRequest.cached_tokens`` is current for cache-aware policies) while the queue
+            holds at most this many requests (SGLang's lpm stops matching above 128).
+        budget: optional per-step prefill budget; a step then prefills at most
+            ``min(budget.budget(...), max_batched_tokens - decode_seqs)`` tokens.
+    """
+
+    max_running: int = 256
+    max_batched_tokens: int = 8192
+    kv_capacity_tokens: int = 160_000
+    prefix_caching: bool = True
+    rematch_waiting_max: int = 128
+    budget: PrefillBudget | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_running < 1:
+            raise ValueError(f"max_running: expected >= 1, got {self.max_running}")
+        if self.max_batched_tokens < 1:
+            raise ValueError(f"max_batched_tokens: expected >= 1, got {self.max_batched_tokens}")
+        if self.kv_capacity_tokens < 1:
+            raise ValueError(f"kv_capacity_tokens: expected >= 1, got {self.kv_capacity_tokens}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The cluster around the engines.
+
+    Attributes:
+        engines: number of engines.
+        engine: limits of every engine.
+        queue_factory: builds one waiting queue per engine (e.g. ``lambda: create_queue("fcfs")``).
+        load_refresh_s: how often the dispatcher's engine-load snapshots refresh (seconds);
+            0 = always current.
+        moe: placement factors of every engine (None: no expert-parallel terms).
+    """
+
+    engines: int
+    engine: EngineConfig
+    queue_factory: Callable[[], RequestQueue]
+    load_refresh_s: float = 0.0
+    moe: MoeFactors | None = None
+
+    def __post_init__(self) -> None:
+        if self.engines < 1:
+            raise ValueError(f"engines: expected >= 1, got {self.engines}")
+        if self.load_refresh_s < 0:
+            raise ValueError(f"load_refresh_s: expected >= 0, got {self.load_refresh_s}")
