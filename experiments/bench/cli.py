@@ -1,0 +1,171 @@
+"""``moesched bench``: replay a workload against real OpenAI-compatible endpoints and report.
+
+    moesched bench --trace data/traces/azure2023_conv.csv --format azure \\
+        --endpoint vllm=http://127.0.0.1:8000 --endpoint sglang=http://127.0.0.1:30000 \\
+        --tokenizer models/tiny-qwen3-moe --rate 4 --max-requests 200 --repeat 3 \\
+        --slo-ttft-ms 500 --slo-tpot-ms 50 --out run.json --markdown run.md --plots plots/
+
+Exit codes: 0 when every request completed, 1 when some failed (their records say why), 2 on bad
+input or an endpoint that is down at start (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from moesched_base.atomic import atomic_write_text
+
+from experiments.bench.endpoints import APIS, Endpoint, parse_endpoint, preflight
+from experiments.bench.prompts import PromptSynthesizer, load_tokenizer
+from experiments.bench.replay import ReplayOptions, ReplayResult, replay_all
+from experiments.metrics.runs import RunResult, dump_runs
+from experiments.metrics.summary import Slo, summarize
+from experiments.workloads.load import LOADERS, WorkloadSpec, load_workload
+from experiments.workloads.types import TraceRequest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``moesched bench``."""
+    w = parser.add_argument_group("workload")
+    w.add_argument("--trace", required=True, help="trace file (Azure CSV, Mooncake JSONL) or synthetic spec (JSON)")
+    w.add_argument("--format", required=True, choices=sorted(LOADERS), help="format of --trace")
+    w.add_argument("--rate", type=float, help="rescale arrivals to this mean rate in requests/s")
+    w.add_argument("--max-requests", type=int, help="replay only the first N requests (after --start-s)")
+    w.add_argument("--start-s", type=float, default=0.0, help="skip the trace's first S seconds")
+    w.add_argument("--duration-s", type=float, help="keep only D seconds of the trace after --start-s")
+    w.add_argument("--max-total-tokens", type=int,
+                   help="clip prompt + output to the servers' max model length (e.g. 2048)")
+    w.add_argument("--workload-class", help="tag stored on every request (e.g. conv)")
+    w.add_argument("--seed", type=int, default=0, help="seed of synthetic workloads and prompt content")
+    e = parser.add_argument_group("endpoints")
+    e.add_argument("--endpoint", action="append", required=True, metavar="LABEL=URL",
+                   help="server to replay against; repeat for several (same URL under two labels is allowed)")
+    e.add_argument("--model", help="model name to request (default: each endpoint's first served model)")
+    e.add_argument("--tokenizer", required=True, metavar="DIR", help="directory with the servers' tokenizer.json")
+    e.add_argument("--api", choices=APIS, default="completions",
+                   help="completions: /v1/completions (any OpenAI server); generate: SGLang's /generate")
+    e.add_argument("--priority-lower-first", action="append", default=[], metavar="LABEL",
+                   help="endpoint whose server treats lower priority values as more urgent (vLLM): "
+                        "the workload's priorities are negated for it")
+    r = parser.add_argument_group("replay")
+    r.add_argument("--repeat", type=int, default=1, help="rounds; each round replays on every endpoint, order rotated")
+    r.add_argument("--request-timeout", type=float, default=600.0, help="seconds one request may take")
+    r.add_argument("--stall-timeout", type=float, default=120.0, help="seconds of stream silence before failing")
+    r.add_argument("--cooldown", type=float, default=1.0, help="seconds of pause between two replays")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o = parser.add_argument_group("output")
+    o.add_argument("--slo-ttft-ms", type=float, help="TTFT objective for goodput and SLO attainment")
+    o.add_argument("--slo-tpot-ms", type=float, help="TPOT objective for goodput and SLO attainment")
+    o.add_argument("--out", required=True, help="run JSON to write")
+    o.add_argument("--markdown", help="Markdown report to write")
+    o.add_argument("--plots", metavar="DIR", help="directory for PNG plots")
+    o.add_argument("--baseline", help="label the Markdown ratios are taken against (default: the first endpoint)")
+
+
+def _endpoints(args: argparse.Namespace) -> list[Endpoint]:
+    endpoints = [parse_endpoint(text) for text in args.endpoint]
+    labels = [ep.label for ep in endpoints]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--endpoint: labels must be unique, got {', '.join(labels)}")
+    unknown = set(args.priority_lower_first) - set(labels)
+    if unknown:
+        raise ValueError(f"--priority-lower-first: expected endpoint labels, got {', '.join(sorted(unknown))}")
+    if args.baseline is not None and args.baseline not in labels:
+        raise ValueError(f"--baseline: expected one of {', '.join(labels)}, got {args.baseline!r}")
+    return [Endpoint(ep.label, ep.url, priority_lower_first=ep.label in args.priority_lower_first) for ep in endpoints]
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.repeat < 1:
+        raise ValueError(f"--repeat: expected an integer >= 1, got {args.repeat}")
+    for name in ("slo_ttft_ms", "slo_tpot_ms", "request_timeout", "stall_timeout"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')}: expected a number > 0, got {value}")
+    if args.cooldown < 0:
+        raise ValueError(f"--cooldown: expected a number >= 0, got {args.cooldown}")
+
+
+def _config(args: argparse.Namespace, endpoint: Endpoint, requests: list[TraceRequest]) -> dict[str, Any]:
+    return {
+        "endpoint": endpoint.url, "model": endpoint.model, "api": args.api,
+        "priority_lower_first": endpoint.priority_lower_first,
+        "workload": {"trace": args.trace, "format": args.format, "requests": len(requests), "rate_rps": args.rate,
+                     "max_requests": args.max_requests, "start_s": args.start_s, "duration_s": args.duration_s,
+                     "max_total_tokens": args.max_total_tokens, "seed": args.seed},
+        "repeat": args.repeat, "tokenizer": args.tokenizer, "client_host": platform.node(),
+        "options": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
+    }
+
+
+def build_runs(args: argparse.Namespace, endpoints: list[Endpoint], requests: list[TraceRequest],
+               results: list[ReplayResult], slo: Slo) -> list[RunResult]:
+    """Pool each endpoint's rounds into one :class:`RunResult` (per-round summaries in ``repeats``)."""
+    runs = []
+    for ep in endpoints:
+        mine = sorted((res for res in results if res.endpoint.label == ep.label), key=lambda res: res.repeat)
+        records = [rec for res in mine for rec in res.records]
+        summary = summarize(records, sum(res.duration_s for res in mine), slo)
+        repeats = [summarize(res.records, res.duration_s, slo) for res in mine] if len(mine) > 1 else []
+        runs.append(RunResult(ep.label, _config(args, ep, requests), summary, records, repeats))
+    return runs
+
+
+def write_outputs(args: argparse.Namespace, runs: list[RunResult]) -> None:
+    """Write the run JSON, then the optional Markdown report and plots."""
+    dump_runs(args.out, runs)
+    if args.markdown:
+        from experiments.report.markdown import render_markdown
+        atomic_write_text(args.markdown, render_markdown(runs, args.baseline, f"moesched bench: {Path(args.trace).name}"))
+    if args.plots:
+        from experiments.report.plots import write_plots
+        write_plots(runs, args.plots)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark; see the module docstring for exit codes."""
+    _check_numbers(args)
+    endpoints = _endpoints(args)
+    requests = load_workload(WorkloadSpec(
+        path=args.trace, format=args.format, workload_class=args.workload_class, seed=args.seed,
+        start_s=args.start_s, duration_s=args.duration_s, max_requests=args.max_requests, rate_rps=args.rate,
+        max_total_tokens=args.max_total_tokens))
+    tokenizer = load_tokenizer(args.tokenizer)
+    PromptSynthesizer(tokenizer, args.seed).text(requests[0])  # fail fast on an unsuitable tokenizer
+    endpoints = asyncio.run(preflight(endpoints, args.model))
+    slo = Slo(args.slo_ttft_ms, args.slo_tpot_ms)
+    options = ReplayOptions(api=args.api, repeat=args.repeat, seed=args.seed, request_timeout_s=args.request_timeout,
+                            stall_timeout_s=args.stall_timeout, cooldown_s=args.cooldown)
+
+    def make_prompts(reqs: list[TraceRequest], seed: int) -> list[str]:
+        synth = PromptSynthesizer(tokenizer, seed)
+        return [synth.text(req) for req in reqs]
+
+    total = len(requests) * len(endpoints) * args.repeat
+    with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
+        results = asyncio.run(replay_all(
+            endpoints, requests, make_prompts, options, on_done=lambda: bar.update(1),
+            on_start=lambda ep, r: bar.set_description(f"{ep.label} round {r + 1}/{args.repeat}")))
+    runs = build_runs(args, endpoints, requests, results, slo)
+    write_outputs(args, runs)
+    failed = 0
+    for run_ in runs:
+        s = run_.summary
+        failed += s["failed"]
+        ttft, tpot = s["ttft_ms"]["mean"], s["tpot_ms"]["mean"]
+        print(f"{run_.label}: {s['completed']} ok, {s['failed']} failed, mean TTFT "
+              f"{'n/a' if ttft is None else f'{ttft:.1f}'} ms, mean TPOT {'n/a' if tpot is None else f'{tpot:.2f}'} ms, "
+              f"{s['output_throughput']:.1f} output tok/s")
+    print(f"wrote {args.out}" + (f", {args.markdown}" if args.markdown else "") + (f", {args.plots}/" if args.plots else ""))
+    if failed:
+        first = next(r.error for run_ in runs for r in run_.requests if r.error)
+        print(f"moesched bench: {failed} request(s) failed; first error: {first}", file=sys.stderr)
+        return 1
+    return 0
