@@ -16,7 +16,7 @@ File layout (every table and key optional; defaults below; unknown keys are refu
     kv_use = 0.1
     stickiness = 0.3
     predicted_load = 0.0         # needs a step-time model from the host
-    least_load = 0.0
+    least_load = 0.3
 
     [prefix_load]  scale_tokens = 512.0
     [kv_use]       saturation = 0.9
@@ -168,7 +168,7 @@ class ScoredConfig:
 
     dispatch: DispatchParams = field(default_factory=DispatchParams)
     weights: dict[str, float] = field(default_factory=lambda: {
-        "prefix_load": 1.0, "kv_use": 0.1, "stickiness": 0.3})
+        "prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.1, "stickiness": 0.3})
     prefix_load: PrefixLoadParams = field(default_factory=PrefixLoadParams)
     kv_use: KvUseParams = field(default_factory=KvUseParams)
     stickiness: StickinessParams = field(default_factory=StickinessParams)

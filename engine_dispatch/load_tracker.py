@@ -4,7 +4,8 @@ A report (:class:`~engine_dispatch.types.EngineLoad`) taken at ``reported_s`` co
 dispatched at or before ``reported_s``; requests dispatched later are added from the dispatcher's
 own books. A report older than ``stale_after_s`` is ignored and the engine's load is the
 dispatcher's own count of its in-flight requests (prefill counted pending until the host signals
-the first token). All times are host-clock seconds, the same clock as ``now`` and ``reported_s``.
+the first token). All times are host-clock seconds, the same clock as ``now`` and ``reported_s``;
+``now`` must not go backwards between calls.
 """
 
 from __future__ import annotations
