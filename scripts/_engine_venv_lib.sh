@@ -33,7 +33,7 @@ make_venv() {
     local dir="$1" python
     python="$(find_python)"
     if [ -d "$dir" ]; then
-        say "removing incomplete environment $dir"
+        say "removing $dir (failed the check, or FORCE=1)"
         rm -rf "$dir"
     fi
     say "creating $dir with $python"
