@@ -34,15 +34,21 @@ class FakeEngine:
         app = web.Application()
         app.router.add_post("/v1/completions", self._complete)
         app.router.add_post("/v1/chat/completions", self._complete)
-        app.router.add_get("/health", lambda _: web.json_response({"status": "ok"}))
-        app.router.add_get("/v1/models", lambda _: web.json_response(
-            {"object": "list", "data": [{"id": self.model, "object": "model"}]}))
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/loads", self._loads)
         return app
 
     def answer_text(self, prompt: str) -> str:
         """What this engine answers for ``prompt``."""
         return f"{self.name}:{prompt}"
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list",
+                                  "data": [{"id": self.model, "object": "model"}]})
 
     async def _loads(self, request: web.Request) -> web.Response:
         in_flight = len(self.received) - len(self.completed)

@@ -1,0 +1,175 @@
+"""The HTTP router against in-process fake engines (engine_dispatch.router.fake_engine, test
+support): no request lost or served twice under engine failures, clean JSON errors, health
+checks that remove and re-add engines, load polling."""
+
+import asyncio
+import json
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine_dispatch.factory import create_dispatcher
+from engine_dispatch.router.app import ProxySettings, Router
+from engine_dispatch.router.fake_engine import BEHAVIOURS, FakeEngine
+from engine_dispatch.router.pool import EnginePool, PoolSettings
+
+
+class Cluster:
+    """Fake engines + a router, all on loopback in this event loop."""
+
+    def __init__(self, engines, policy="scored", max_attempts=3, max_body_bytes=1 << 20):
+        self.engines = engines
+        self.policy = policy
+        self.max_attempts = max_attempts
+        self.max_body_bytes = max_body_bytes
+
+    async def __aenter__(self):
+        self.servers = [TestServer(engine.application()) for engine in self.engines]
+        for server in self.servers:
+            await server.start_server()
+        dispatcher = create_dispatcher(self.policy, len(self.engines))
+        self.pool = EnginePool([str(s.make_url("")) for s in self.servers], dispatcher,
+                               PoolSettings(health_interval_s=3600, load_refresh_s=3600))
+        self.router = Router(self.pool, dispatcher, ProxySettings(
+            max_attempts=self.max_attempts, max_body_bytes=self.max_body_bytes))
+        self.router_server = TestServer(self.router.application())
+        await self.router_server.start_server()
+        self.client = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.client.close()
+        await self.router_server.close()
+        for server in self.servers:
+            await server.close()
+
+    async def post(self, path, **kwargs):
+        async with self.client.post(self.router_server.make_url(path), **kwargs) as response:
+            return response.status, await response.text()
+
+
+def _answer(status, text, stream):
+    """(engine answer text or None, broken-stream flag) from a router response."""
+    if status != 200:
+        return None, False
+    if not stream:
+        return json.loads(text)["choices"][0]["text"], False
+    events = [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+    if any("stream_broken" in event for event in events):
+        return None, True
+    assert events[-1] == "[DONE]", text
+    return json.loads(events[0])["choices"][0]["text"], False
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(behaviours=st.lists(st.lists(st.sampled_from(BEHAVIOURS), min_size=1, max_size=4),
+                           min_size=2, max_size=3),
+       streams=st.lists(st.booleans(), min_size=1, max_size=12),
+       policy=st.sampled_from(["scored", "round-robin", "cache-aware"]))
+def test_no_request_lost_or_served_twice(behaviours, streams, policy):
+    engines = [FakeEngine(f"e{i}", list(b)) for i, b in enumerate(behaviours)]
+
+    async def scenario():
+        async with Cluster(engines, policy=policy, max_attempts=len(engines)) as cluster:
+            return await asyncio.gather(*(
+                cluster.post("/v1/completions", json={"model": "fake-model", "prompt": f"p{i}",
+                                                      "stream": stream})
+                for i, stream in enumerate(streams)))
+
+    results = asyncio.run(scenario())
+    assert len(results) == len(streams)  # one answer per request, none hangs
+    for i, ((status, text), stream) in enumerate(zip(results, streams)):
+        prompt = f"p{i}"
+        completions = [e.name for e in engines for done in e.completed if done == prompt]
+        assert len(completions) <= 1, f"{prompt} served by {completions}"
+        answer, broken = _answer(status, text, stream)
+        if answer is not None:  # delivered: exactly the engine that completed it
+            assert completions == [answer.split(":")[0]] and answer.endswith(":" + prompt)
+        else:  # clean error: nobody completed it, and it is a documented error
+            assert completions == []
+            assert broken or json.loads(text)["error"]["code"] in ("upstream_failed",
+                                                                   "no_healthy_engine")
+    if any(set(b) == {"ok"} for b in behaviours):  # a reliable engine exists: all succeed
+        # ...except streams already broken mid-way (they were sent before failing)
+        assert all(status == 200 for status, _ in results)
+
+
+def test_bad_input_gets_clean_errors_and_router_keeps_serving():
+    async def scenario():
+        async with Cluster([FakeEngine("e0")], max_body_bytes=2000) as cluster:
+            got = [await cluster.post("/v1/completions", data=b"{not json"),
+                   await cluster.post("/v1/completions", data=b"[1, 2]"),
+                   await cluster.post("/v1/completions", json={"prompt": 3}),
+                   await cluster.post("/v1/chat/completions", json={"messages": "hi"}),
+                   await cluster.post("/v1/completions", json={"model": "nope", "prompt": "x"}),
+                   await cluster.post("/v1/completions", data=b"x" * 5000),
+                   await cluster.post("/v1/nothing", json={})]
+            ok = await cluster.post("/v1/chat/completions", json={
+                "model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
+            return got, ok
+
+    got, ok = asyncio.run(scenario())
+    codes = [(status, json.loads(text)["error"]["code"]) for status, text in got]
+    assert codes == [(400, "invalid_json"), (400, "invalid_json"), (400, "invalid_prompt"),
+                     (400, "invalid_messages"), (404, "model_not_found"),
+                     (413, "body_too_large"), (404, "http_404")]
+    assert ok[0] == 200 and json.loads(ok[1])["choices"][0]["text"] == "e0:hi"
+
+
+def test_health_checks_remove_and_readd_engines_and_metrics_count():
+    async def scenario():
+        engines = [FakeEngine("e0"), FakeEngine("e1")]
+        async with Cluster(engines, policy="round-robin") as cluster:
+            port = cluster.servers[1].port
+            await cluster.servers[1].close()
+            for _ in range(2):  # fail_threshold consecutive failures
+                await cluster.pool.check_health()
+            down = [e.healthy for e in cluster.pool.engines]
+            statuses = [(await cluster.post("/v1/completions", json={"prompt": f"q{i}"}))[0]
+                        for i in range(3)]
+            cluster.servers[1] = TestServer(engines[1].application(), port=port)
+            await cluster.servers[1].start_server()
+            await cluster.pool.check_health()
+            up = [e.healthy for e in cluster.pool.engines]
+            for i in range(4):
+                await cluster.post("/v1/completions", json={"prompt": f"r{i}"})
+            health = await cluster.client.get(cluster.router_server.make_url("/health"))
+            metrics = await (await cluster.client.get(
+                cluster.router_server.make_url("/metrics"))).text()
+            return down, statuses, up, health.status, metrics, engines
+
+    down, statuses, up, health, metrics, engines = asyncio.run(scenario())
+    assert down == [True, False] and statuses == [200, 200, 200] and up == [True, True]
+    assert health == 200
+    assert len(engines[1].completed) == 2  # back in the rotation: every other r-request
+    assert "moesched_router_decision_seconds_count 7" in metrics
+    assert 'moesched_router_engine_healthy{engine="' in metrics
+
+
+def test_no_healthy_engine_is_a_503():
+    async def scenario():
+        async with Cluster([FakeEngine("e0")]) as cluster:
+            await cluster.servers[0].close()
+            for _ in range(2):
+                await cluster.pool.check_health()
+            health = await cluster.client.get(cluster.router_server.make_url("/health"))
+            return await cluster.post("/v1/completions", json={"prompt": "x"}), health.status
+
+    (status, text), health = asyncio.run(scenario())
+    assert (status, json.loads(text)["error"]["code"], health) == (503, "no_healthy_engine", 503)
+
+
+def test_load_polling_reads_sglang_loads():
+    async def scenario():
+        engine = FakeEngine("e0")
+        async with Cluster([engine]) as cluster:
+            engine.received.extend(["a", "b"])  # two requests "in flight" on the fake engine
+            await cluster.pool.poll_loads()
+            return cluster.pool.engines[0]
+
+    polled = asyncio.run(scenario())
+    assert polled.load_kind == "sglang"
+    assert (polled.load.running, polled.load.kv_capacity_tokens) == (2, 100000)
+    assert polled.load.reported_s > 0
