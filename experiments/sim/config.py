@@ -30,6 +30,9 @@ class EngineConfig:
         kv_capacity_tokens: KV-cache capacity in tokens [num_gpu_blocks * block_size /
             max_total_tokens]; requests with input + output above it fail.
         prefix_caching: reuse cached prompt blocks [enable_prefix_caching / radix cache].
+        admit_whole_prompt: admit a request only if the KV cache can hold its whole uncached
+            prompt (SGLang's admission; avoids preempting half-prefilled requests); False admits
+            when the first chunk fits (vLLM V1).
         rematch_waiting_max: re-match the waiting requests' cached prefixes each step (so
             ``WaitingRequest.cached_tokens`` is current for cache-aware policies) while the queue
             holds at most this many requests (SGLang's lpm stops matching above 128).
@@ -41,6 +44,7 @@ class EngineConfig:
     max_batched_tokens: int = 8192
     kv_capacity_tokens: int = 160_000
     prefix_caching: bool = True
+    admit_whole_prompt: bool = True
     rematch_waiting_max: int = 128
     budget: PrefillBudget | None = None
 

@@ -10,7 +10,8 @@ Each step (:meth:`SimEngine.begin_step`):
 2. partially prefilled requests continue in admission order, each with a chunk of what is left of
    the step's token budget (same preemption rule if their chunk does not fit);
 3. if nothing was preempted, waiting requests are admitted in the policy's order while the budget,
-   ``max_running`` and the KV cache allow (a request that does not fit stops admission). Its cached
+   ``max_running`` and the KV cache allow (room for the whole uncached prompt, or only for its
+   first chunk with ``admit_whole_prompt`` off; a request that does not fit stops admission). Its cached
    prefix (prefix-cache match on its block ids) is pinned and skipped.
 
 The step's :class:`~perf_model.batch.BatchShape` goes to the step model; :meth:`end_step` applies
@@ -231,7 +232,8 @@ class SimEngine:
                 node, _ = self.cache.acquire(req.trace.prefix_blocks, matched, now)
             cached = matched * BLOCK_TOKENS
             chunk = min(req.prompt_tokens - cached, budget)
-            if not self._make_room(chunk + self.decode_seqs):
+            needed = req.prompt_tokens - cached if config.admit_whole_prompt else chunk
+            if not self._make_room(needed + self.decode_seqs):
                 if node is not None:
                     self.cache.release(node, now)
                 break
