@@ -1,0 +1,245 @@
+"""The one TOML file that holds moesched's knobs inside SGLang (``MOESCHED_CONFIG``).
+
+Pure: reads TOML with :mod:`tomllib` and checks policy names and options against the pure cores'
+factories; never imports SGLang. Every section and key is optional; the defaults work::
+
+    [request]                  # ordering of each scheduler's waiting queue
+    enabled = true
+    policy = "sjf-aging"       # a request_sched.policies name
+    prefix_match_max = 128     # waiting requests prefix-matched per scheduling pass (0: none)
+    [request.options]          # keyword options of that policy (create_queue(policy, **options))
+
+    [dispatch]                 # choice of data-parallel rank (needs --load-balance-method total_tokens)
+    enabled = true
+    policy = "scored"          # an engine_dispatch.factory name
+    block_tokens = 64          # tokens per hashed prompt block (given to "scored" as block_tokens)
+    [dispatch.options]         # keyword options of that dispatcher (weights, thresholds, ...)
+
+    [experts]
+    placement_file = ""        # a `moesched place` JSON; `moesched serve` passes --init-expert-location
+    [experts.options]          # keyword options of the online solver (--eplb-algorithm moesched)
+
+    [log]
+    first_orderings = 5        # log the first N waiting-queue orderings and dispatch decisions in full
+    summary_interval_s = 30.0  # then one summary line per interval (0: never)
+
+Errors are one line naming the file, the key and what was expected (``ValueError``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from engine_dispatch.config import DispatchParams
+
+#: set to "1" to switch the plugin on in every SGLang process (children inherit it)
+ENABLE_ENV = "MOESCHED_ENABLE"
+#: path of the TOML file; unset means all defaults
+CONFIG_ENV = "MOESCHED_CONFIG"
+
+
+def _frozen(options: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(options or {}))
+
+
+@dataclass(frozen=True)
+class RequestConfig:
+    """``[request]``: which request_sched policy orders SGLang's waiting queue."""
+
+    enabled: bool = True
+    policy: str = "sjf-aging"
+    prefix_match_max: int = 128
+    options: Mapping[str, Any] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """``[dispatch]``: which engine_dispatch dispatcher replaces SGLang's total_tokens method."""
+
+    enabled: bool = True
+    policy: str = "scored"
+    block_tokens: int = field(default_factory=lambda: DispatchParams().block_tokens)
+    options: Mapping[str, Any] = field(default_factory=_frozen)
+
+    def dispatcher_options(self) -> dict[str, Any]:
+        """Keyword options for ``create_dispatcher``: ``options``, plus ``block_tokens`` for the
+        scored dispatcher, whose prefix index must use the block size the host hashes with."""
+        options = dict(self.options)
+        if self.policy == "scored":
+            options["block_tokens"] = self.block_tokens
+        return options
+
+
+@dataclass(frozen=True)
+class ExpertsConfig:
+    """``[experts]``: the offline placement file and the online solver's options."""
+
+    placement_file: str = ""
+    options: Mapping[str, Any] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """``[log]``: how much of the plugin's decisions go to the server log."""
+
+    first_orderings: int = 5
+    summary_interval_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class MoeschedConfig:
+    """The whole file; ``source`` names it in messages ("<defaults>" without a file)."""
+
+    request: RequestConfig = field(default_factory=RequestConfig)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<defaults>"
+
+
+# --- value checks: each returns the value or raises ValueError("expected ...") ----------------
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a file path string (\"\" for none)")
+    return value
+
+
+def _positive(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("expected an integer >= 1")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0:
+        raise ValueError("expected a number of seconds >= 0")
+    return float(value)
+
+
+def _table(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("expected a table of options")
+    return _frozen(value)
+
+
+#: section -> (dataclass, key -> check)
+_SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
+    "request": (RequestConfig, {"enabled": _bool, "policy": _name, "prefix_match_max": _count,
+                                "options": _table}),
+    "dispatch": (DispatchConfig, {"enabled": _bool, "policy": _name, "block_tokens": _positive,
+                                  "options": _table}),
+    "experts": (ExpertsConfig, {"placement_file": _path, "options": _table}),
+    "log": (LogConfig, {"first_orderings": _count, "summary_interval_s": _seconds}),
+}
+
+
+def _parse_section(source: str, section: str, raw: Any) -> Any:
+    cls, checks = _SCHEMA[section]
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: [{section}] must be a table")
+    values = {}
+    for key, value in raw.items():
+        check = checks.get(key)
+        if check is None:
+            raise ValueError(f"{source}: unknown key '{section}.{key}'; expected one of "
+                             f"{', '.join(checks)}")
+        try:
+            values[key] = check(value)
+        except ValueError as exc:
+            raise ValueError(f"{source}: {section}.{key}: {exc}, got {value!r}") from None
+    return cls(**values)
+
+
+def _check_against_cores(config: MoeschedConfig) -> None:
+    """Build each configured policy once so bad names/options fail now, not in a scheduler."""
+    source = config.source
+    if config.request.enabled:
+        from request_sched.policies import create_queue
+
+        try:
+            create_queue(config.request.policy, **config.request.options)
+        except ValueError as exc:
+            raise ValueError(f"{source}: request.policy/options: {exc}") from None
+    if config.dispatch.enabled:
+        from engine_dispatch.factory import create_dispatcher
+
+        try:
+            create_dispatcher(config.dispatch.policy, 1, **config.dispatch.dispatcher_options())
+        except ValueError as exc:
+            raise ValueError(f"{source}: dispatch.policy/options: {exc}") from None
+    placement = config.experts.placement_file
+    if placement and not Path(placement).is_file():
+        raise ValueError(f"{source}: experts.placement_file: expected an existing file, "
+                         f"got {placement!r}")
+
+
+def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
+    """Parse and validate TOML ``text``; ``source`` names it in error messages.
+
+    A relative ``experts.placement_file`` is resolved against the directory of ``source`` when
+    ``source`` is a file path.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{source}: not valid TOML ({exc})") from None
+    sections = {}
+    for section, value in raw.items():
+        if section not in _SCHEMA:
+            raise ValueError(f"{source}: unknown section [{section}]; expected one of "
+                             f"{', '.join(f'[{name}]' for name in _SCHEMA)}")
+        sections[section] = _parse_section(source, section, value)
+    config = MoeschedConfig(**sections, source=source)
+    placement = config.experts.placement_file
+    if placement and not os.path.isabs(placement) and os.path.isfile(source):
+        resolved = str(Path(source).resolve().parent / placement)
+        config = replace(config, experts=replace(config.experts, placement_file=resolved))
+    _check_against_cores(config)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None) -> MoeschedConfig:
+    """Read the config file at ``path``, or return validated defaults when ``path`` is None/empty."""
+    if not path:
+        config = MoeschedConfig()
+        _check_against_cores(config)
+        return config
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the moesched config ({exc.strerror or exc})") from None
+    return parse_config(text, source=str(path))
+
+
+def config_from_env(environ: Mapping[str, str] = os.environ) -> MoeschedConfig | None:
+    """The config the plugin runs with: None unless ``MOESCHED_ENABLE=1``."""
+    if environ.get(ENABLE_ENV, "") != "1":
+        return None
+    return load_config(environ.get(CONFIG_ENV) or None)

@@ -1,0 +1,77 @@
+"""SGLang plugin entry point (``[project.entry-points."sglang.srt.plugins"] moesched``).
+
+SGLang 0.5.23 calls :func:`load` early in every process it starts (the launcher, each scheduler,
+the data-parallel controller, the detokenizer; ``srt/plugins/__init__.py``), then applies the
+registered hooks. :func:`load` does nothing unless ``MOESCHED_ENABLE=1``: with the package
+installed, a plain ``python -m sglang.launch_server`` stays stock SGLang. Spawned processes
+inherit the environment, so ``moesched serve`` (which sets it) switches every process on.
+
+When on, it reads ``MOESCHED_CONFIG`` (:mod:`sglang_patches.config`) and registers, per enabled
+section:
+
+* ``[request]``: :mod:`sglang_patches.hooks.request_order` (waiting-queue order, predictor feed);
+* ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
+  ``--load-balance-method total_tokens``);
+* always: :mod:`sglang_patches.hooks.eplb` (the name ``--eplb-algorithm moesched``; inert unless
+  chosen).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from sglang_patches.config import MoeschedConfig, config_from_env
+from sglang_patches.decision_log import DecisionLog
+
+
+def _request_hooks(config: MoeschedConfig) -> None:
+    from request_sched.policies import create_queue
+    from sglang_patches.hooks.request_order import RequestOrderHooks, WaitingQueueOrderer
+
+    request = config.request
+
+    def make_orderer() -> WaitingQueueOrderer:
+        return WaitingQueueOrderer(create_queue(request.policy, **request.options), request.policy,
+                                   request.prefix_match_max,
+                                   DecisionLog(config.log.first_orderings,
+                                               config.log.summary_interval_s))
+
+    RequestOrderHooks(make_orderer).register()
+
+
+def _dispatch_hooks(config: MoeschedConfig) -> None:
+    from engine_dispatch.factory import create_dispatcher
+    from sglang_patches.hooks.dp_dispatch import DpDispatchHook
+
+    dispatch = config.dispatch
+    options = dispatch.dispatcher_options()
+    DpDispatchHook(lambda num_engines: create_dispatcher(dispatch.policy, num_engines, **options),
+                   dispatch.policy, dispatch.block_tokens,
+                   lambda: DecisionLog(config.log.first_orderings,
+                                       config.log.summary_interval_s)).register()
+
+
+def _eplb_hooks(config: MoeschedConfig) -> None:
+    from expert_sched.sglang_algorithm import rebalance_experts
+    from sglang_patches.hooks.eplb import EplbHooks
+
+    EplbHooks(rebalance_experts, config.experts.options).register()
+
+
+def load() -> None:
+    """Entry point: register moesched's hooks if ``MOESCHED_ENABLE=1``, else do nothing."""
+    config = config_from_env()
+    if config is None:
+        return
+    if config.request.enabled:
+        _request_hooks(config)
+    if config.dispatch.enabled:
+        _dispatch_hooks(config)
+    _eplb_hooks(config)
+    # SGLang loads plugins before it configures logging, so INFO records from here would be
+    # dropped: this one line goes straight to stderr (the server log).
+    print(f"moesched plugin on (pid {os.getpid()}, config {config.source}): "
+          f"request={config.request.policy if config.request.enabled else 'off'} "
+          f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
+          "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)

@@ -1,0 +1,71 @@
+"""sglang_patches.config: defaults that work, one-line errors naming the key and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sglang_patches.config import (CONFIG_ENV, ENABLE_ENV, MoeschedConfig, config_from_env,
+                                   load_config, parse_config)
+
+
+def test_defaults_are_valid_and_name_real_policies() -> None:
+    config = load_config(None)
+    assert config == MoeschedConfig()
+    assert config.request.policy == "sjf-aging" and config.dispatch.policy == "scored"
+    assert config.dispatch.dispatcher_options() == {"block_tokens": config.dispatch.block_tokens}
+
+
+def test_full_file_round_trips(tmp_path: Path) -> None:
+    placement = tmp_path / "placement.json"
+    placement.write_text('{"physical_to_logical_map": [[0, 1]]}')
+    path = tmp_path / "moesched.toml"
+    path.write_text(
+        '[request]\npolicy = "sjf-aging"\nprefix_match_max = 16\n'
+        '[request.options]\naging_rate = 0.25\nmax_wait_s = 5.0\n'
+        '[dispatch]\npolicy = "round-robin"\nblock_tokens = 32\n'
+        '[experts]\nplacement_file = "placement.json"\n'
+        '[log]\nfirst_orderings = 2\nsummary_interval_s = 0\n')
+    config = load_config(path)
+    assert config.request.prefix_match_max == 16
+    assert dict(config.request.options) == {"aging_rate": 0.25, "max_wait_s": 5.0}
+    assert config.dispatch.dispatcher_options() == {}  # only "scored" takes block_tokens
+    assert config.experts.placement_file == str(placement.resolve())  # relative to the file
+    assert config.log.summary_interval_s == 0.0 and config.source == str(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[request]\npolcy = "fcfs"', "unknown key 'request.polcy'; expected one of"),
+    ("[requests]", "unknown section [requests]; expected one of [request]"),
+    ("[request]\nprefix_match_max = -1", "request.prefix_match_max: expected an integer >= 0, got -1"),
+    ('[request]\nenabled = "yes"', "request.enabled: expected true or false, got 'yes'"),
+    ('[request]\npolicy = "sjf"', "request.policy/options: unknown request policy 'sjf'"),
+    ("[request.options]\nno_such_option = 1", "request policy 'sjf-aging': bad options"),
+    ("[dispatch]\nblock_tokens = 0", "dispatch.block_tokens: expected an integer >= 1, got 0"),
+    ('[dispatch]\npolicy = "fastest"', "dispatcher 'fastest': expected one of"),
+    ("[log]\nsummary_interval_s = -2", "log.summary_interval_s: expected a number of seconds >= 0"),
+    ('[experts]\nplacement_file = "/no/such/placement.json"', "experts.placement_file: expected an existing file"),
+    ("[request]\nfoo =", "not valid TOML"),
+    ("request = 3", "[request] must be a table"),
+])
+def test_bad_input_is_one_line_naming_key(text: str, message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_config(text, "cfg.toml")
+    text_of_error = str(info.value)
+    assert text_of_error.startswith("cfg.toml: ") and message in text_of_error
+    assert "\n" not in text_of_error
+
+
+def test_unreadable_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="missing.toml: cannot read the moesched config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_switch_off_unless_enable_is_exactly_one(tmp_path: Path) -> None:
+    assert config_from_env({}) is None
+    assert config_from_env({ENABLE_ENV: "0"}) is None
+    assert config_from_env({ENABLE_ENV: "1"}) == MoeschedConfig()
+    path = tmp_path / "c.toml"
+    path.write_text("[dispatch]\nenabled = false\n")
+    assert config_from_env({ENABLE_ENV: "1", CONFIG_ENV: str(path)}).dispatch.enabled is False
