@@ -26,30 +26,37 @@ class _InFlight:
 
 
 @dataclass
-class EngineEstimate:
-    """Best current estimate of one engine's load (all counts include requests in flight to it).
+class Estimates:
+    """Best current load estimates of several engines, as aligned lists (one entry per engine).
 
     Attributes:
-        engine_id: engine index.
-        outstanding: running + waiting requests.
-        running: requests in the running batch (decoding), as last reported or estimated.
+        engine_id: engine indices.
+        outstanding: running + waiting requests (including requests in flight to the engine).
+        running: requests in the running (decoding) batch, as reported; own in-flight count when
+            the report is stale.
         pending_prefill_tokens: uncached prompt tokens queued for prefill.
         kv_used_tokens: KV-cache tokens in use.
         kv_capacity_tokens: KV-cache capacity in tokens (>= 1).
-        stale: True when the estimate comes from the dispatcher's own books only.
     """
 
-    engine_id: int
-    outstanding: int
-    running: int
-    pending_prefill_tokens: int
-    kv_used_tokens: int
-    kv_capacity_tokens: int
-    stale: bool
+    engine_id: list[int]
+    outstanding: list[int]
+    running: list[int]
+    pending_prefill_tokens: list[int]
+    kv_used_tokens: list[int]
+    kv_capacity_tokens: list[int]
 
-    @property
-    def kv_used_fraction(self) -> float:
-        return self.kv_used_tokens / self.kv_capacity_tokens
+    def __len__(self) -> int:
+        return len(self.engine_id)
+
+    def kv_used_fraction(self) -> list[float]:
+        return [used / cap for used, cap in zip(self.kv_used_tokens, self.kv_capacity_tokens)]
+
+    def subset(self, keep: list[int]) -> Estimates:
+        """Only the entries at positions ``keep``."""
+        return Estimates(*([column[i] for i in keep] for column in (
+            self.engine_id, self.outstanding, self.running, self.pending_prefill_tokens,
+            self.kv_used_tokens, self.kv_capacity_tokens)))
 
 
 class LoadTracker:
@@ -75,6 +82,7 @@ class LoadTracker:
         self._since_pending = [0] * num_engines
         self._since_prompt = [0] * num_engines
         self._by_engine: list[dict[str, _InFlight]] = [{} for _ in range(num_engines)]
+        self._last_dispatch_s = [float("-inf")] * num_engines
 
     def in_flight(self, engine_id: int) -> int:
         """Requests this dispatcher sent to ``engine_id`` that have not finished."""
@@ -88,6 +96,7 @@ class LoadTracker:
         record = _InFlight(engine_id, now, prompt_tokens, uncached_tokens)
         self._requests[request_id] = record
         self._by_engine[engine_id][request_id] = record
+        self._last_dispatch_s[engine_id] = now
         self._add(record, +1, since=now > self._report_s[engine_id])
 
     def first_token(self, request_id: str) -> None:
@@ -109,25 +118,37 @@ class LoadTracker:
         del self._by_engine[record.engine_id][request_id]
         self._add(record, -1, since=record.dispatched_s > self._report_s[record.engine_id])
 
-    def estimate(self, load: EngineLoad, now: float) -> EngineEstimate:
-        """Merge ``load`` (the engine's latest report) with the books; see the module docstring."""
-        engine = load.engine_id
-        capacity = max(1, load.kv_capacity_tokens)
-        if now - load.reported_s > self.stale_after_s:
-            own = self._count[engine]  # without a report, every request in flight counts as running
-            return EngineEstimate(engine, own, own, self._pending[engine], self._prompt[engine],
-                                  capacity, stale=True)
-        if load.reported_s != self._report_s[engine]:
-            self._rebase(engine, load.reported_s)
-        return EngineEstimate(
-            engine,
-            load.running + load.waiting + self._since_count[engine],
-            load.running,
-            load.pending_prefill_tokens + self._since_pending[engine],
-            load.kv_used_tokens + self._since_prompt[engine],
-            capacity,
-            stale=False,
-        )
+    def estimate_all(self, loads: Sequence[EngineLoad], now: float) -> Estimates:
+        """Merge each engine's latest report with the books (see the module docstring)."""
+        stale_before = now - self.stale_after_s
+        report_s, last_dispatch = self._report_s, self._last_dispatch_s
+        any_stale = False
+        for load in loads:
+            reported, engine = load.reported_s, load.engine_id
+            if reported < stale_before:
+                any_stale = True
+            elif reported != report_s[engine]:
+                if reported >= last_dispatch[engine]:  # nothing sent since the report
+                    report_s[engine] = reported
+                    self._since_count[engine] = 0
+                    self._since_pending[engine] = self._since_prompt[engine] = 0
+                else:
+                    self._rebase(engine, reported)
+        ids = [load.engine_id for load in loads]
+        capacity = [cap if (cap := load.kv_capacity_tokens) > 0 else 1 for load in loads]
+        since_count, since_pending = self._since_count, self._since_pending
+        outstanding = [load.running + load.waiting + since_count[e] for load, e in zip(loads, ids)]
+        running = [load.running for load in loads]
+        pending = [load.pending_prefill_tokens + since_pending[e] for load, e in zip(loads, ids)]
+        kv_used = [load.kv_used_tokens + self._since_prompt[e] for load, e in zip(loads, ids)]
+        if any_stale:  # replace stale reports by the dispatcher's own books
+            for i, load in enumerate(loads):
+                if load.reported_s < stale_before:
+                    engine = ids[i]
+                    outstanding[i] = running[i] = self._count[engine]
+                    pending[i] = self._pending[engine]
+                    kv_used[i] = self._prompt[engine]
+        return Estimates(ids, outstanding, running, pending, kv_used, capacity)
 
     def _add(self, record: _InFlight, sign: int, since: bool) -> None:
         engine = record.engine_id

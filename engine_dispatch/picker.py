@@ -11,16 +11,17 @@ TIE_EPSILON = 1e-9
 
 class ArgmaxPicker:
     """Highest score; among ties, the first engine after the previously picked one (cyclic by id),
-    so equal engines are used in turn and the choice is deterministic."""
+    so equal engines are used in turn and the choice is deterministic. ``engine_ids`` must be
+    in increasing order."""
 
-    def __init__(self, num_engines: int) -> None:
-        self._num_engines = num_engines
+    def __init__(self) -> None:
         self._last = -1
 
     def pick(self, engine_ids: Sequence[int], scores: Sequence[float]) -> int:
         best = max(scores)
         tied = [engine for engine, score in zip(engine_ids, scores) if score >= best - TIE_EPSILON]
-        choice = min(tied, key=lambda engine: (engine - self._last - 1) % self._num_engines)
+        last = self._last
+        choice = next((engine for engine in tied if engine > last), tied[0])
         self._last = choice
         return choice
 

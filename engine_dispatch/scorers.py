@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine_dispatch.load_tracker import EngineEstimate
+from engine_dispatch.load_tracker import Estimates
 from engine_dispatch.sessions import SessionTable
 from engine_dispatch.types import DispatchRequest
 from perf_model.batch import BatchShape, StepTimeModel
@@ -26,17 +26,14 @@ class Decision:
         request: the request being placed.
         now: host clock, seconds.
         candidates: load estimates of the engines still in the running (after filters).
-        cached_tokens: prompt tokens each candidate is believed to hold, aligned with candidates.
+        uncached_tokens: prompt tokens each candidate would still have to prefill for this
+            request (prompt minus its believed cached prefix), aligned with candidates.
     """
 
     request: DispatchRequest
     now: float
-    candidates: list[EngineEstimate]
-    cached_tokens: list[int]
-
-    def uncached_tokens(self, index: int) -> int:
-        """Prompt tokens candidate ``index`` would still have to prefill for this request."""
-        return max(0, self.request.prompt_tokens - self.cached_tokens[index])
+    candidates: Estimates
+    uncached_tokens: list[int]
 
 
 class Scorer(Protocol):
@@ -62,8 +59,8 @@ class PrefixLoadScorer:
         self.scale_tokens = scale_tokens
 
     def scores(self, decision: Decision) -> list[float]:
-        costs = [engine.pending_prefill_tokens + decision.uncached_tokens(i)
-                 for i, engine in enumerate(decision.candidates)]
+        costs = [pending + uncached for pending, uncached in
+                 zip(decision.candidates.pending_prefill_tokens, decision.uncached_tokens)]
         return ratio_to_best(costs, self.scale_tokens)
 
 
@@ -78,9 +75,11 @@ class KvUseScorer:
         self.saturation = saturation
 
     def scores(self, decision: Decision) -> list[float]:
-        return [max(0.0, 1.0 - (engine.kv_used_tokens + decision.uncached_tokens(i))
-                    / engine.kv_capacity_tokens / self.saturation)
-                for i, engine in enumerate(decision.candidates)]
+        c = decision.candidates
+        sat = self.saturation
+        return [score if (score := 1.0 - (used + uncached) / (cap * sat)) > 0.0 else 0.0
+                for used, uncached, cap in
+                zip(c.kv_used_tokens, decision.uncached_tokens, c.kv_capacity_tokens)]
 
 
 class StickinessScorer:
@@ -98,18 +97,16 @@ class StickinessScorer:
         self.max_kv_fraction = max_kv_fraction
 
     def scores(self, decision: Decision) -> list[float]:
-        candidates = decision.candidates
-        result = [0.0] * len(candidates)
+        c = decision.candidates
+        result = [0.0] * len(c)
         owner = self.sessions.owner(decision.request.session_id, decision.now)
-        if owner is None:
+        if owner is None or owner not in c.engine_id:
             return result
-        for i, engine in enumerate(candidates):
-            if engine.engine_id == owner:
-                mean = sum(e.outstanding for e in candidates) / len(candidates)
-                overloaded = (engine.outstanding > self.overload_rel * mean + self.overload_abs
-                              or engine.kv_used_fraction >= self.max_kv_fraction)
-                result[i] = 0.0 if overloaded else 1.0
-                break
+        i = c.engine_id.index(owner)
+        mean = sum(c.outstanding) / len(c)
+        overloaded = (c.outstanding[i] > self.overload_rel * mean + self.overload_abs
+                      or c.kv_used_tokens[i] >= self.max_kv_fraction * c.kv_capacity_tokens[i])
+        result[i] = 0.0 if overloaded else 1.0
         return result
 
 
@@ -120,19 +117,29 @@ class LeastLoadScorer:
         self.scale_requests = scale_requests
 
     def scores(self, decision: Decision) -> list[float]:
-        return ratio_to_best([engine.outstanding for engine in decision.candidates],
-                             self.scale_requests)
+        return ratio_to_best(decision.candidates.outstanding, self.scale_requests)
+
+
+def _bucket(value: int) -> int:
+    """Round up to 4 significant bits (exact below 16; relative error < 1/8): memo keys."""
+    if value < 16:
+        return value
+    shift = value.bit_length() - 4
+    return -(-value >> shift) << shift
 
 
 class PredictedLoadScorer:
     """Predicted time until this request's prefill completes on the engine (time-to-drain).
 
     The engine's queued prefill plus this request's uncached tokens, T = pending_e + uncached_e
-    (at least 1), runs in chunks of ``chunk_tokens`` next to its running decode batch:
-    t_e = floor(T / C) * step(C) + step(T mod C), with step(n) = step_model.step_seconds(
+    (at least 1), runs in chunks of C = ``chunk_tokens`` beside its running decode batch:
+    t_e = floor(T / C) * step(C) + step(T mod C), where step(n) = step_model.step_seconds(
     BatchShape(prefill_tokens=n, decode_seqs=running_e, kv_context_tokens=kv_used_e)).
-    Ratio-to-best with offset ``scale_s``. Step times are memoised on (n rounded up to 64 tokens,
-    running, kv_used rounded up to 1024 tokens) so a decision costs dictionary lookups.
+    Ratio-to-best with offset ``scale_s``.
+
+    Speed: step(n) for the partial chunk is interpolated linearly between step(1) and step(C),
+    and both are memoised on (running, kv_used) rounded up to 4 significant bits, so a decision
+    costs one dictionary lookup per engine once the memo is warm.
     """
 
     _MEMO_LIMIT = 1 << 16
@@ -141,26 +148,37 @@ class PredictedLoadScorer:
         self.step_model = step_model
         self.chunk_tokens = chunk_tokens
         self.scale_s = scale_s
-        self._memo: dict[tuple[int, int, int], float] = {}
+        self._memo: dict[tuple[int, int], tuple[float, float]] = {}
 
-    def drain_seconds(self, engine: EngineEstimate, extra_tokens: int) -> float:
-        """Predicted seconds to prefill the engine's queue plus ``extra_tokens``."""
-        total = max(1, engine.pending_prefill_tokens + extra_tokens)
-        full, rest = divmod(total, self.chunk_tokens)
-        seconds = full * self._step(self.chunk_tokens, engine) if full else 0.0
-        return seconds + (self._step(rest, engine) if rest else 0.0)
+    def drain_seconds(self, running: int, kv_used: int, tokens: int) -> float:
+        """Predicted seconds to prefill ``tokens`` on an engine decoding ``running`` sequences."""
+        key = (_bucket(running), _bucket(kv_used))
+        steps = self._memo.get(key)
+        if steps is None:
+            steps = self._steps(key)
+        one, full = steps
+        chunk = self.chunk_tokens
+        total = max(1, tokens)
+        chunks, rest = divmod(total, chunk)
+        seconds = chunks * full
+        if rest:
+            seconds += one + (full - one) * (rest - 1) / max(1, chunk - 1)
+        return seconds
 
     def scores(self, decision: Decision) -> list[float]:
-        return ratio_to_best([self.drain_seconds(engine, decision.uncached_tokens(i))
-                              for i, engine in enumerate(decision.candidates)], self.scale_s)
+        c = decision.candidates
+        drain = self.drain_seconds
+        return ratio_to_best([drain(running, kv, pending + uncached) for running, kv, pending,
+                              uncached in zip(c.running, c.kv_used_tokens,
+                                              c.pending_prefill_tokens, decision.uncached_tokens)],
+                             self.scale_s)
 
-    def _step(self, prefill_tokens: int, engine: EngineEstimate) -> float:
-        key = (-(-prefill_tokens // 64) * 64, engine.running, -(-engine.kv_used_tokens // 1024))
-        seconds = self._memo.get(key)
-        if seconds is None:
-            if len(self._memo) >= self._MEMO_LIMIT:
-                self._memo.clear()
-            seconds = self.step_model.step_seconds(BatchShape(
-                prefill_tokens=key[0], decode_seqs=key[1], kv_context_tokens=key[2] * 1024))
-            self._memo[key] = seconds
-        return seconds
+    def _steps(self, key: tuple[int, int]) -> tuple[float, float]:
+        if len(self._memo) >= self._MEMO_LIMIT:
+            self._memo.clear()
+        running, kv = key
+        steps = tuple(self.step_model.step_seconds(BatchShape(
+            prefill_tokens=n, decode_seqs=running, kv_context_tokens=kv))
+            for n in (1, self.chunk_tokens))
+        self._memo[key] = steps  # type: ignore[assignment]
+        return steps  # type: ignore[return-value]

@@ -24,8 +24,9 @@ class PowerOfTwoDispatcher(Dispatcher):
         alive = healthy_engines(engines)
         if len(alive) == 1:
             return alive[0].engine_id
-        first, second = (self.tracker.estimate(engine, now) for engine in self._rng.sample(alive, 2))
-        return (first if first.outstanding <= second.outstanding else second).engine_id
+        drawn = self.tracker.estimate_all(self._rng.sample(alive, 2), now)
+        first, second = drawn.outstanding
+        return drawn.engine_id[0] if first <= second else drawn.engine_id[1]
 
     def on_dispatched(self, request: DispatchRequest, engine_id: int, now: float) -> None:
         self.tracker.dispatched(request.request_id, engine_id, now, request.prompt_tokens,

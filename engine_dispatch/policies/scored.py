@@ -7,7 +7,7 @@ Per request:
    report plus own dispatches since, or own books alone when the report is stale) and its cached
    prefix (:class:`~engine_dispatch.prefix_index.PrefixIndex`);
 3. score with each weighted scorer (:mod:`engine_dispatch.scorers`), combine as
-   ``sum_s w_s * score_s / sum_s w_s`` (in [0, 1]); the weight set is ``[weights]``, or with
+   ``sum_s w_s * score_s`` (the argmax is the same as for the normalised sum); the weight set is ``[weights]``, or with
    ``[hybrid]`` the ``below`` / ``above`` set depending on cluster utilisation (GAPS);
 4. pick (:mod:`engine_dispatch.picker`).
 """
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from engine_dispatch.config import ScoredConfig
 from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.healthy import healthy_engines
-from engine_dispatch.load_tracker import EngineEstimate, LoadTracker
+from engine_dispatch.load_tracker import Estimates, LoadTracker
 from engine_dispatch.picker import ArgmaxPicker, TopKPicker
 from engine_dispatch.prefix_index import PrefixIndex
 from engine_dispatch.scorers import (Decision, KvUseScorer, LeastLoadScorer, PredictedLoadScorer,
@@ -52,10 +52,12 @@ class ScoredDispatcher(Dispatcher):
         for name in sorted(in_use):
             self._scorers[name] = self._make_scorer(name, step_model)
         if config.dispatch.picker == "argmax":
-            self._picker: ArgmaxPicker | TopKPicker = ArgmaxPicker(num_engines)
+            self._picker: ArgmaxPicker | TopKPicker = ArgmaxPicker()
         else:
             self._picker = TopKPicker(config.dispatch.top_k, config.dispatch.seed)
         self._last_matched: tuple[str, list[int]] | None = None  # (request_id, blocks per engine)
+        #: whether any scorer reads the cached prefix (else the index is neither read nor fed)
+        self._uses_prefix = bool(in_use & {"prefix_load", "kv_use", "predicted_load"})
 
     def _make_scorer(self, name: str, step_model: StepTimeModel | None) -> Scorer:
         c = self.config
@@ -76,52 +78,57 @@ class ScoredDispatcher(Dispatcher):
     # --- decision ---------------------------------------------------------------------------
 
     def pick(self, request: DispatchRequest, engines: Sequence[EngineLoad], now: float) -> int:
-        candidates = [self.tracker.estimate(load, now) for load in healthy_engines(engines)]
+        candidates = self.tracker.estimate_all(healthy_engines(engines), now)
         if self.config.dispatch.filter_kv_saturated:
             limit = self.config.kv_use.saturation
-            roomy = [engine for engine in candidates if engine.kv_used_fraction < limit]
-            candidates = roomy or candidates
-        matched = self.index.matched_blocks(request.block_hashes)
-        self._last_matched = (request.request_id, matched)
-        block_tokens = self.config.dispatch.block_tokens
-        cached = [min(request.prompt_tokens, matched[engine.engine_id] * block_tokens)
-                  for engine in candidates]
-        decision = Decision(request, now, candidates, cached)
+            roomy = [i for i, (used, cap) in enumerate(zip(candidates.kv_used_tokens,
+                                                           candidates.kv_capacity_tokens))
+                     if used < limit * cap]
+            if 0 < len(roomy) < len(candidates):
+                candidates = candidates.subset(roomy)
+        prompt = request.prompt_tokens
+        if self._uses_prefix:
+            matched = self.index.matched_blocks(request.block_hashes)
+            self._last_matched = (request.request_id, matched)
+            block_tokens = self.config.dispatch.block_tokens
+            uncached = [left if (left := prompt - matched[engine] * block_tokens) > 0 else 0
+                        for engine in candidates.engine_id]
+        else:
+            uncached = [prompt] * len(candidates)
+        decision = Decision(request, now, candidates, uncached)
         total = [0.0] * len(candidates)
-        weights = self.weights_for(candidates)
-        weight_sum = 0.0
-        for name, weight in weights.items():
-            if weight <= 0:
-                continue
-            weight_sum += weight
-            for i, score in enumerate(self._scorers[name].scores(decision)):
-                total[i] += weight * score
-        combined = [value / weight_sum for value in total]
-        return self._picker.pick([engine.engine_id for engine in candidates], combined)
+        for name, weight in self.weights_for(candidates).items():
+            if weight > 0:
+                scores = self._scorers[name].scores(decision)
+                total = [acc + weight * score for acc, score in zip(total, scores)]
+        return self._picker.pick(candidates.engine_id, total)
 
-    def weights_for(self, candidates: Sequence[EngineEstimate]) -> dict[str, float]:
+    def weights_for(self, candidates: Estimates) -> dict[str, float]:
         """The weight set in force: ``[weights]``, or the GAPS ``[hybrid]`` below/above set."""
         hybrid = self.config.hybrid
         if hybrid is None:
             return self.config.weights
         if hybrid.metric == "kv":
-            utilisation = sum(e.kv_used_fraction for e in candidates) / len(candidates)
+            utilisation = sum(candidates.kv_used_fraction()) / len(candidates)
         else:
             cap = hybrid.max_running_requests
-            utilisation = sum(min(1.0, e.outstanding / cap) for e in candidates) / len(candidates)
+            utilisation = sum(min(1.0, n / cap) for n in candidates.outstanding) / len(candidates)
         return hybrid.below if utilisation < hybrid.threshold else hybrid.above
 
     # --- bookkeeping ------------------------------------------------------------------------
 
     def on_dispatched(self, request: DispatchRequest, engine_id: int, now: float) -> None:
-        if self._last_matched is not None and self._last_matched[0] == request.request_id:
-            matched = self._last_matched[1]
-        else:
-            matched = self.index.matched_blocks(request.block_hashes)
-        cached = min(request.prompt_tokens, matched[engine_id] * self.config.dispatch.block_tokens)
+        cached = 0
+        if self._uses_prefix:
+            if self._last_matched is not None and self._last_matched[0] == request.request_id:
+                matched = self._last_matched[1]
+            else:
+                matched = self.index.matched_blocks(request.block_hashes)
+            cached = min(request.prompt_tokens,
+                         matched[engine_id] * self.config.dispatch.block_tokens)
+            self.index.insert(engine_id, request.block_hashes)
         self.tracker.dispatched(request.request_id, engine_id, now, request.prompt_tokens,
                                 request.prompt_tokens - cached)
-        self.index.insert(engine_id, request.block_hashes)
         self.sessions.record(request.session_id, engine_id, now)
 
     def on_first_token(self, request: DispatchRequest, engine_id: int, now: float) -> None:

@@ -136,16 +136,18 @@ def test_stale_reports_fall_back_to_own_books():
     load = EngineLoad(0, running=7, waiting=3, kv_capacity_tokens=1000, reported_s=10.0)
     tracker.dispatched("y", 0, now=9.0, prompt_tokens=50, uncached_tokens=50)
     tracker.dispatched("x", 0, now=10.5, prompt_tokens=200, uncached_tokens=150)
-    fresh = tracker.estimate(load, now=10.6)
-    assert (fresh.outstanding, fresh.pending_prefill_tokens, fresh.stale) == (11, 150, False)
+    fresh = tracker.estimate_all([load], now=10.6)  # report (10) + x dispatched after it
+    assert (fresh.outstanding, fresh.pending_prefill_tokens, fresh.kv_used_tokens) == (
+        [11], [150], [200])
     tracker.first_token("x")
-    assert tracker.estimate(load, now=10.7).pending_prefill_tokens == 0
-    stale = tracker.estimate(load, now=12.0)
-    assert (stale.outstanding, stale.pending_prefill_tokens, stale.stale) == (2, 50, True)
+    assert tracker.estimate_all([load], now=10.7).pending_prefill_tokens == [0]
+    stale = tracker.estimate_all([load], now=12.0)  # report ignored: own books (x and y)
+    assert (stale.outstanding, stale.pending_prefill_tokens, stale.kv_used_tokens) == (
+        [2], [50], [250])
     tracker.finished("x")
     tracker.finished("y")
-    assert tracker.estimate(load, now=12.0).outstanding == 0
-    assert tracker.estimate(load, now=10.8).outstanding == 10
+    assert tracker.estimate_all([load], now=12.0).outstanding == [0]
+    assert tracker.estimate_all([load], now=10.8).outstanding == [10]
 
 
 def test_hybrid_switches_weight_sets_on_utilisation():
@@ -155,12 +157,10 @@ def test_hybrid_switches_weight_sets_on_utilisation():
     d = create_dispatcher("scored", 2, config=config)
     loads = engines(2)
     loads[0].kv_used_tokens = 30_000  # mean utilisation 0.15 -> below: least_load
-    estimates = [d.tracker.estimate(load, 0.0) for load in loads]
-    assert d.weights_for(estimates) == {"least_load": 1.0}
+    assert d.weights_for(d.tracker.estimate_all(loads, 0.0)) == {"least_load": 1.0}
     for load in loads:
         load.kv_used_tokens = 70_000
-    estimates = [d.tracker.estimate(load, 0.0) for load in loads]
-    assert d.weights_for(estimates) == {"prefix_load": 1.0}
+    assert d.weights_for(d.tracker.estimate_all(loads, 0.0)) == {"prefix_load": 1.0}
 
 
 class LinearSteps:
@@ -176,7 +176,7 @@ def test_predicted_load_counts_decode_batch_that_prefix_load_ignores():
     loads = engines(2)
     loads[0].running, loads[0].pending_prefill_tokens = 200, 0     # big decode batch
     loads[1].running, loads[1].pending_prefill_tokens = 0, 1000    # some queued prefill
-    # engine 0: step(100) with 200 decodes = 0.211 s; engine 1: (1100 tokens) = 0.111 s
+    # engine 0: ~0.2 s per step with 200 decodes; engine 1: 1,100 tokens ~ 0.11 s
     assert d.pick(DispatchRequest("a", 100), loads, 0.0) == 1
 
 
