@@ -13,7 +13,7 @@ def _req(prompt=100, max_new=10_000, tag=None, generated=0):
 
 
 def test_prior_then_class_mean_with_backoff():
-    p = OutputLengthPredictor(ema_alpha=0.5, min_samples=2, prior_output_tokens=300)
+    p = OutputLengthPredictor(ema_alpha=0.5, beta=0.0, min_samples=2, prior_output_tokens=300)
     assert p.predict_total(_req()) == 300
     p.observe(_req(tag="code"), 10)
     # one "code" sample: below min_samples, back off to the global level (1 sample, still used)
