@@ -48,7 +48,7 @@ class _LevelStats:
 
 def prompt_bucket(prompt_tokens: int) -> int:
     """Power-of-two bucket of a prompt length: 0 for 0-1 tokens, k for [2^k, 2^(k+1))."""
-    return max(0, int(prompt_tokens).bit_length() - 1)
+    return max(0, prompt_tokens.bit_length() - 1)
 
 
 class OutputLengthPredictor:
@@ -85,18 +85,24 @@ class OutputLengthPredictor:
         self.prior_output_tokens = float(prior_output_tokens)
         self.use_prompt_buckets = use_prompt_buckets
         self._levels: dict[str, _LevelStats] = {}
+        self._keys: dict[tuple[str | None, int], tuple[str, ...]] = {}
 
     def class_levels(self, request: WaitingRequest) -> tuple[str, ...]:
-        """Class keys of ``request`` from the most specific to the global one."""
-        tag = request.workload_class or "untagged"
-        if self.use_prompt_buckets:
-            return (f"{tag}|b{prompt_bucket(request.prompt_tokens)}", tag, "*")
-        return (tag, "*")
+        """Class keys of ``request`` from the most specific to the global one (memoised)."""
+        bucket = prompt_bucket(request.prompt_tokens) if self.use_prompt_buckets else -1
+        memo = (request.workload_class, bucket)
+        keys = self._keys.get(memo)
+        if keys is None:
+            tag = request.workload_class or "untagged"
+            keys = (f"{tag}|b{bucket}", tag, "*") if bucket >= 0 else (tag, "*")
+            self._keys[memo] = keys
+        return keys
 
     def _level_for(self, request: WaitingRequest) -> _LevelStats | None:
+        levels, need = self._levels, self.min_samples
         for key in self.class_levels(request):
-            stats = self._levels.get(key)
-            if stats is not None and stats.count >= self.min_samples:
+            stats = levels.get(key)
+            if stats is not None and stats.count >= need:
                 return stats
         stats = self._levels.get("*")
         return stats if stats is not None and stats.count > 0 else None
