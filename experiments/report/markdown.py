@@ -83,6 +83,9 @@ def render_markdown(runs: list[RunResult], baseline: str | None = None, title: s
     (default: the first run). Latencies in ms; definitions as in ``vllm bench serve``."""
     if not runs:
         raise ValueError("report: expected at least one run")
+    labels = [run.label for run in runs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"report: expected distinct run labels, got {', '.join(labels)}")
     parts = [f"# {title}", ""]
     slo = runs[0].summary.get("slo") or {}
     rounds = max(len(run.repeats) for run in runs) or 1
