@@ -3,7 +3,7 @@
 import itertools
 import math
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from experiments.benchmarks.predictor_accuracy import kendall_tau_b
 
@@ -17,6 +17,7 @@ def _brute_tau_b(x, y):
     return s / denom if denom else math.nan
 
 
+@settings(deadline=None)  # timing varies on a shared machine
 @given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=2, max_size=40))
 def test_fast_tau_b_matches_the_definition(points):
     x = [p[0] for p in points]

@@ -26,6 +26,7 @@ def _queue(model, **options):
     return create_queue("sjf-aging", step_model=model, **options)
 
 
+@settings(deadline=None)  # timing varies on a shared machine
 @given(specs=_specs, rate=st.floats(0, 5), max_wait=st.floats(0.5, 60),
        weight=st.floats(0, 2), later=st.floats(0, 100))
 def test_static_key_agrees_with_brute_force_ranking(linear_model, specs, rate, max_wait, weight, later):
@@ -46,6 +47,7 @@ def test_static_key_agrees_with_brute_force_ranking(linear_model, specs, rate, m
     assert [q.pop(now).request_id for _ in reqs] == [r.request_id for r in order]
 
 
+@settings(deadline=None)  # timing varies on a shared machine
 @given(specs=_specs)
 def test_without_aging_and_with_exact_sizes_the_order_is_exact_sjf(linear_model, specs):
     q = _queue(linear_model, aging_rate=0.0, max_wait_s=math.inf, priority_weight_s=0.0)
@@ -63,7 +65,7 @@ def test_without_aging_and_with_exact_sizes_the_order_is_exact_sjf(linear_model,
     assert all(a <= b + 1e-12 for a, b in zip(sizes, sizes[1:]))
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 @given(gaps=st.lists(st.floats(0.001, 3.0), min_size=1, max_size=60),
        outputs=st.lists(st.integers(1, 4000), min_size=60, max_size=60),
        step=st.floats(0.05, 2.0), max_wait=st.floats(0.5, 10.0), rate=st.floats(0, 1))

@@ -1,11 +1,12 @@
 """SLO-aware prefill token budget: largest budget within the TPOT SLO, floor, no-decode case."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from request_sched.token_budget import SloTokenBudget
 
 
+@settings(deadline=None)  # timing varies on a shared machine
 @given(decode=st.integers(1, 256), kv=st.integers(0, 500_000), slo=st.floats(0.005, 0.5),
        granularity=st.sampled_from([1, 16, 64]))
 def test_budget_is_the_largest_that_meets_the_slo(linear_model, decode, kv, slo, granularity):
