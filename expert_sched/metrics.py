@@ -54,10 +54,14 @@ def colocation(placement: Placement, transitions: np.ndarray) -> float:
     ExFlow-style, a token continues on the GPU of its layer-l expert replica, so a co-located
     transition needs no cross-GPU transfer before layer l+1.
     """
+    return colocation_of_hosts(placement.hosts(), transitions)
+
+
+def colocation_of_hosts(hosts: np.ndarray, transitions: np.ndarray) -> float:
+    """:func:`colocation` of replicas per GPU ``hosts`` [L, E, G]."""
     total = transitions.sum()
     if total <= 0:
         return 0.0
-    hosts = placement.hosts()
     kept = sum(float((transitions[l] * stay_matrix(hosts[l], hosts[l + 1])).sum())
                for l in range(transitions.shape[0]))
     return kept / float(total)

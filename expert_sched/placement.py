@@ -89,19 +89,6 @@ class Placement:
         return {"physical_to_logical_map": self.phy2log.tolist()}
 
 
-def placement_from_hosts(hosts: np.ndarray, num_nodes: int = 1) -> Placement:
-    """Build a placement from [L, E, G] replica counts per GPU (each GPU's slots sorted by expert id)."""
-    num_layers, num_experts, num_gpus = hosts.shape
-    rows = []
-    for layer in range(num_layers):
-        rows.append(np.concatenate([np.repeat(np.arange(num_experts), hosts[layer, :, g])
-                                    for g in range(num_gpus)]))
-    lengths = {len(r) for r in rows}
-    if len(lengths) != 1:
-        raise ValueError(f"layers hold different numbers of slots: {sorted(lengths)}")
-    return Placement(np.stack(rows), num_experts=num_experts, num_gpus=num_gpus, num_nodes=num_nodes)
-
-
 def write_placement(path: str | Path, placement: Placement) -> Path:
     """Atomically write SGLang's placement JSON."""
     return atomic_write_json(path, placement.to_json_dict(), indent=None)

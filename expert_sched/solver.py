@@ -47,8 +47,8 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from .eplb import eplb_placement
-from .metrics import colocation, gpu_loads
-from .placement import Placement, check_layout, placement_from_hosts
+from .metrics import colocation_of_hosts, gpu_loads
+from .placement import Placement, check_layout
 from .stats import RoutingStats
 
 LOAD_UNITS = 1_000_000  # integer load units per layer
@@ -240,10 +240,9 @@ def _excess(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray) -> float:
     return float(np.clip(loads - caps[:, None], 0, None).sum())
 
 
-def _score(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray, num_nodes: int) -> tuple[float, float]:
-    """(-excess load, co-location): larger is better, compared lexicographically."""
-    placement = placement_from_hosts(hosts, num_nodes)
-    return (-round(_excess(stats, hosts, caps)), colocation(placement, stats.transitions))
+def _score(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray) -> tuple[float, float]:
+    """(-excess load, co-location) of replicas per GPU [L, E, G]: larger is better, lexicographically."""
+    return (-round(_excess(stats, hosts, caps)), colocation_of_hosts(hosts, stats.transitions))
 
 
 def _arrivals(transitions: np.ndarray, prev_hosts: np.ndarray) -> np.ndarray:
@@ -280,7 +279,7 @@ def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_
         current_hosts = opts.current.hosts()
         start_rows = opts.current.phy2log
     rows = start_rows.copy()
-    hosts = Placement(rows, stats.num_experts, num_gpus, num_nodes).hosts().clip(max=1)
+    hosts = Placement(rows, stats.num_experts, num_gpus, num_nodes).hosts()
     allowed = [_allowed_counts(stats.load[l], hosts[l].sum(1), opts.count_freedom, num_gpus, num_redundant > 0)
                for l in range(stats.num_layers)]
     caps = _balance_caps(stats, eplb, opts.balance_tolerance)
@@ -321,7 +320,7 @@ def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_
                                    solver.BestObjectiveBound() / model.scale, time.monotonic() - tick)
         candidate = hosts.copy()
         candidate[layer] = model.hosts(solver)
-        if not forward and _score(stats, candidate, caps, num_nodes) <= _score(stats, hosts, caps, num_nodes):
+        if not forward and _score(stats, candidate, caps) <= _score(stats, hosts, caps):
             return False
         hosts = candidate
         rows[layer] = _rows_from_hosts(candidate[layer:layer + 1])[0]
