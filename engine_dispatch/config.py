@@ -8,8 +8,9 @@ File layout (every table and key optional; defaults below; unknown keys are refu
     seed = 0                     # top-k picker's random seed
     stale_after_s = 2.0          # engine reports older than this are ignored (own books used)
     block_tokens = 64            # tokens per prefix block (must match how hosts hash prompts)
-    index_capacity_blocks = 200000   # prefix blocks remembered per engine (LRU)
-    filter_kv_saturated = true   # drop engines at/above kv_use.saturation unless none is left
+    index_capacity_blocks = 200000   # prefix blocks remembered per engine (LRU); lowered to
+                                     # kv_capacity_tokens / block_tokens when engines report it
+    filter_kv_saturated = false  # drop engines at/above kv_use.saturation unless none is left
 
     [weights]                    # scorer -> weight >= 0 (used when there is no [hybrid])
     prefix_load = 1.0
@@ -62,7 +63,7 @@ class DispatchParams:
     stale_after_s: float = 2.0
     block_tokens: int = 64
     index_capacity_blocks: int = 200_000
-    filter_kv_saturated: bool = True
+    filter_kv_saturated: bool = False
 
     def __post_init__(self) -> None:
         _require(self.picker in ("argmax", "top-k"), "dispatch.picker", '"argmax" or "top-k"',

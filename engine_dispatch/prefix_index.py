@@ -24,20 +24,28 @@ class PrefixIndex:
 
     Args:
         num_engines: engines ``0..num_engines-1``.
-        capacity_blocks: most blocks remembered per engine (LRU beyond that), >= 1.
+        capacity_blocks: most blocks remembered per engine (LRU beyond that), >= 1; hosts
+            lower it per engine to what the engine's KV pool can hold (:meth:`set_capacity`).
     """
 
     def __init__(self, num_engines: int, capacity_blocks: int) -> None:
         if capacity_blocks < 1:
             raise ValueError(f"capacity_blocks: expected >= 1, got {capacity_blocks}")
         self._num_engines = num_engines
-        self._capacity = capacity_blocks
+        self._capacity = [capacity_blocks] * num_engines
         self._holders: dict[int, int] = {}  # block hash -> bitmask of engine ids
         self._lru: list[dict[int, None]] = [{} for _ in range(num_engines)]  # oldest first
 
     def __len__(self) -> int:
         """Distinct block hashes held by at least one engine."""
         return len(self._holders)
+
+    def set_capacity(self, engine_id: int, capacity_blocks: int) -> None:
+        """Bound ``engine_id``'s set to ``capacity_blocks`` (>= 1), evicting LRU blocks now."""
+        capacity_blocks = max(1, capacity_blocks)
+        if capacity_blocks != self._capacity[engine_id]:
+            self._capacity[engine_id] = capacity_blocks
+            self._trim(engine_id)
 
     def blocks_on(self, engine_id: int) -> int:
         """Number of blocks remembered for ``engine_id``."""
@@ -54,7 +62,11 @@ class PrefixIndex:
             else:
                 holders[block] = holders.get(block, 0) | bit
             lru[block] = None
-        while len(lru) > self._capacity:
+        self._trim(engine_id)
+
+    def _trim(self, engine_id: int) -> None:
+        lru = self._lru[engine_id]
+        while len(lru) > self._capacity[engine_id]:
             self._drop(engine_id, next(iter(lru)))
 
     def remove(self, engine_id: int, block_hashes: Iterable[int]) -> None:

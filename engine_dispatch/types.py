@@ -13,7 +13,8 @@ class EngineLoad:
         engine_id: index of the engine in the host's engine list (0..N-1).
         running: requests in the running batch.
         waiting: requests in the waiting queue.
-        kv_used_tokens: KV-cache tokens in use.
+        kv_used_tokens: KV-cache tokens in use by requests; evictable prefix-cache blocks are not
+            "in use" (SGLang's num_used_tokens = capacity - available - evictable).
         kv_capacity_tokens: KV-cache capacity in tokens (> 0).
         pending_prefill_tokens: uncached prompt tokens of waiting (and not yet fully prefilled)
             requests: prefill work already queued on the engine.

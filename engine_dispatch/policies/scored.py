@@ -101,7 +101,13 @@ class ScoredDispatcher(Dispatcher):
             if weight > 0:
                 scores = self._scorers[name].scores(decision)
                 total = [acc + weight * score for acc, score in zip(total, scores)]
-        return self._picker.pick(candidates.engine_id, total)
+        choice = self._picker.pick(candidates.engine_id, total)
+        if self._uses_prefix:  # the engine cannot cache more than its KV pool holds
+            capacity = candidates.kv_capacity_tokens[candidates.engine_id.index(choice)]
+            if capacity > 1:
+                self.index.set_capacity(choice, min(self.config.dispatch.index_capacity_blocks,
+                                                    capacity // self.config.dispatch.block_tokens))
+        return choice
 
     def weights_for(self, candidates: Estimates) -> dict[str, float]:
         """The weight set in force: ``[weights]``, or the GAPS ``[hybrid]`` below/above set."""

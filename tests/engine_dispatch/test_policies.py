@@ -181,7 +181,8 @@ def test_predicted_load_counts_decode_batch_that_prefix_load_ignores():
 
 
 def test_saturated_engines_are_filtered():
-    d = create_dispatcher("scored", 3, config=ScoredConfig())
+    config = config_from_dict({"dispatch": {"filter_kv_saturated": True}})
+    d = create_dispatcher("scored", 3, config=config)
     loads = engines(3)
     loads[1].kv_used_tokens = 95_000
     picks = {send(d, DispatchRequest(f"r{i}", 10), loads) for i in range(6)}
