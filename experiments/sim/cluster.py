@@ -6,14 +6,20 @@ load reports, which are live or refreshed every ``load_refresh_s`` seconds (stal
 router's polled metrics); an idle engine starts a step at once. At a step end the engine applies
 the step and schedules the next. Ties are broken by event sequence number, so a run is a pure
 function of its inputs (policies that draw random numbers take their own seed).
+
+An optional :class:`Ticker` is called every ``period_s`` of simulated time while requests remain
+(before arrivals and step ends due at the same time); it may move waiting requests between engine
+queues (``experiments.sim.rebalancing``) and returns the engines whose queues gained requests, which
+start a step if idle.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.types import EngineLoad
@@ -40,6 +46,16 @@ class SimResult:
         return sum(e.steps_done for e in self.engines)
 
 
+class Ticker(Protocol):
+    """Periodic hook of the event loop (e.g. a rebalancer moving waiting requests)."""
+
+    period_s: float
+
+    def tick(self, engines: list[SimEngine], now: float) -> Iterable[int]:
+        """Act at ``now``; return the ids of engines whose waiting queues gained requests."""
+        ...
+
+
 class _Loads:
     """The engine loads the dispatcher sees: the live reports, or copies refreshed periodically."""
 
@@ -59,7 +75,7 @@ class _Loads:
 
 
 def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: StepTimeModel,
-             dispatcher: Dispatcher) -> SimResult:
+             dispatcher: Dispatcher, ticker: Ticker | None = None) -> SimResult:
     """Replay ``workload`` (sorted by ``arrival_s``) on ``config.engines`` simulated engines.
 
     Args:
@@ -67,6 +83,7 @@ def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: Ste
         config: engine limits, the request policy (one queue per engine) and load staleness.
         model: step-latency model of one engine.
         dispatcher: picks an engine per request (the same object the router and plugin run).
+        ticker: optional periodic hook (see the module docstring).
 
     Returns every request's final state (finished or failed) and the engines' step times.
     """
@@ -92,7 +109,16 @@ def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: Ste
             heapq.heappush(events, (now + duration, next(sequence), engine.engine_id))
 
     next_arrival = 0
+    next_tick = ticker.period_s if ticker is not None else float("inf")
     while next_arrival < len(requests) or events:
+        if ticker is not None and next_tick <= min(
+                events[0][0] if events else float("inf"),
+                requests[next_arrival].trace.arrival_s if next_arrival < len(requests) else float("inf")):
+            for engine_id in ticker.tick(engines, next_tick):
+                if not engines[engine_id].busy:
+                    start_step(engines[engine_id], next_tick)
+            next_tick += ticker.period_s
+            continue
         if events and (next_arrival >= len(requests)
                        or events[0][0] <= requests[next_arrival].trace.arrival_s):
             now, _, engine_id = heapq.heappop(events)
