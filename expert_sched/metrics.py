@@ -88,36 +88,35 @@ def dispatch_destinations(placement: Placement, layer: int) -> np.ndarray:
     h itself if it holds e; else the lowest-numbered GPU of h's node holding e; else the
     ``(h mod c_e)``-th GPU holding e (SGLang spreads such ranks fairly over the replicas).
     """
-    hosts = placement.hosts()[layer] > 0  # [E, G]
-    per_node = placement.gpus_per_node
-    dest = np.empty((placement.num_gpus, placement.num_experts), dtype=np.int64)
-    for e in range(placement.num_experts):
-        gpus = np.flatnonzero(hosts[e])
-        for h in range(placement.num_gpus):
-            node = h // per_node
-            local_node = gpus[gpus // per_node == node]
-            dest[h, e] = h if hosts[e, h] else (local_node[0] if local_node.size else gpus[h % gpus.size])
-    return dest
+    present = placement.hosts()[layer] > 0  # [E, G]
+    num_gpus, per_node = placement.num_gpus, placement.gpus_per_node
+    homes = np.arange(num_gpus)
+    by_rank = np.argsort(~present, axis=1, kind="stable")  # GPUs holding e first, ascending
+    spread = np.take_along_axis(by_rank, homes[None, :] % present.sum(1)[:, None], axis=1)  # [E, G]
+    in_node = present.reshape(present.shape[0], placement.num_nodes, per_node)
+    first_in_node = in_node.argmax(2) + np.arange(placement.num_nodes) * per_node  # [E, N]
+    node_of_home = homes // per_node
+    dest = np.where(in_node.any(2)[:, node_of_home], first_in_node[:, node_of_home], spread)
+    return np.where(present, homes[None, :], dest).T
 
 
 def normal_mode_traffic(placement: Placement, token_topk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DeepEP normal mode: one copy per distinct destination GPU per token (experts of one token
     on one GPU share a copy); cross-node: one RDMA copy per distinct destination node, forwarded
     over NVLink inside it. Counted exactly on the token sample ``token_topk`` [L, T, k] (logical
-    ids), averaged over all G home GPUs. Returns per-layer [L] mean copies per token leaving the
-    home GPU and leaving the home node.
+    ids), token t living on home GPU ``t mod G`` (homes uniform and independent of routing).
+    Returns per-layer [L] mean copies per token leaving the home GPU and leaving the home node.
     """
-    num_layers, _, _ = token_topk.shape
-    homes = np.arange(placement.num_gpus)[:, None, None]
+    num_layers, num_tokens, _ = token_topk.shape
+    homes = (np.arange(num_tokens) % placement.num_gpus)[:, None]
     cross_gpu, cross_node = np.zeros(num_layers), np.zeros(num_layers)
     for layer in range(num_layers):
-        dest = dispatch_destinations(placement, layer)[:, token_topk[layer]]  # [G, T, k]
+        dest = dispatch_destinations(placement, layer)[homes, token_topk[layer]]  # [T, k]
         for targets, home, out in ((dest, homes, cross_gpu),
                                    (dest // placement.gpus_per_node, homes // placement.gpus_per_node, cross_node)):
-            ordered = np.sort(targets, axis=2)
-            distinct = 1 + (np.diff(ordered, axis=2) != 0).sum(2)
-            includes_home = (ordered == home).any(2)
-            out[layer] = float((distinct - includes_home).mean())
+            ordered = np.sort(targets, axis=1)
+            distinct = 1 + (np.diff(ordered, axis=1) != 0).sum(1)
+            out[layer] = float((distinct - (ordered == home).any(1)).mean())
     return cross_gpu, cross_node
 
 

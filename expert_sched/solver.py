@@ -245,6 +245,40 @@ def _score(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray) -> tuple[fl
     return (-round(_excess(stats, hosts, caps)), colocation_of_hosts(hosts, stats.transitions))
 
 
+def _spread_duplicates(load: np.ndarray, hosts: np.ndarray, cap: float) -> bool:
+    """Make a layer's replicas per GPU [E, G] (changed in place) hold each expert at most once per GPU.
+
+    EPLB may put two replicas of an expert on one GPU, which the model (one replica per GPU) cannot
+    express, so its hint would be infeasible. Each extra copy swaps with the single-replica expert of
+    closest load on another GPU, when both GPUs stay within ``cap`` (integer load units).
+    Returns True if anything moved.
+    """
+    unit = LOAD_UNITS / max(float(load.sum()), 1e-12)
+    per_replica = np.ceil(load / hosts.sum(1) * unit)
+    gpu_load = per_replica @ hosts
+    moved = False
+    for e, g in zip(*np.nonzero(hosts > 1)):
+        while hosts[e, g] > 1:
+            singles = np.argwhere((hosts == 1) & (hosts[e] == 0)[None, :] & (hosts[:, g] == 0)[:, None])
+            if not len(singles):
+                return moved
+            f, other = singles.T
+            after_g = gpu_load[g] - per_replica[e] + per_replica[f]
+            after_other = gpu_load[other] - per_replica[f] + per_replica[e]
+            ok = (after_g <= cap) & (after_other <= cap)
+            if not ok.any():
+                return moved
+            best = np.flatnonzero(ok)[np.argmin(np.abs(per_replica[f[ok]] - per_replica[e]))]
+            f, other = int(f[best]), int(other[best])
+            hosts[e, g] -= 1
+            hosts[f, g] += 1
+            hosts[f, other] -= 1
+            hosts[e, other] += 1
+            gpu_load[g], gpu_load[other] = after_g[best], after_other[best]
+            moved = True
+    return moved
+
+
 def _arrivals(transitions: np.ndarray, prev_hosts: np.ndarray) -> np.ndarray:
     """[E, G] transitions into each expert b that would stay if b sat on GPU g (prev layer fixed)."""
     return transitions.T @ (prev_hosts / prev_hosts.sum(1, keepdims=True))
@@ -280,9 +314,13 @@ def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_
         start_rows = opts.current.phy2log
     rows = start_rows.copy()
     hosts = Placement(rows, stats.num_experts, num_gpus, num_nodes).hosts()
+    caps = _balance_caps(stats, eplb, opts.balance_tolerance)
+    if current_hosts is None:
+        for layer in range(stats.num_layers):
+            if _spread_duplicates(stats.load[layer], hosts[layer], caps[layer]):
+                rows[layer] = _rows_from_hosts(hosts[layer:layer + 1])[0]
     allowed = [_allowed_counts(stats.load[l], hosts[l].sum(1), opts.count_freedom, num_gpus, num_redundant > 0)
                for l in range(stats.num_layers)]
-    caps = _balance_caps(stats, eplb, opts.balance_tolerance)
     rng = np.random.default_rng(opts.seed)
     solves: dict[int, LayerSolve] = {}
     bar = None
@@ -312,9 +350,7 @@ def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_
         status = solver.Solve(model.model, _Progress(bar, f"layer {layer}"))
         if bar is not None:
             bar.update(1)
-        if status == cp_model.INFEASIBLE:
-            raise ValueError(f"no placement of layer {layer} satisfies the constraints (is --max-moves too small?)")
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):  # keep the incumbent layer
             return False
         solves[layer] = LayerSolve(layer, solver.StatusName(status), solver.ObjectiveValue() / model.scale,
                                    solver.BestObjectiveBound() / model.scale, time.monotonic() - tick)

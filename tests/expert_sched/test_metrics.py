@@ -77,14 +77,15 @@ def test_traffic_brute_force(placement, seed):
     nm_gpu = np.zeros(placement.num_layers)
     nm_node = np.zeros(placement.num_layers)
     for layer in range(placement.num_layers):
-        for token in ids[layer]:
-            for home in range(placement.num_gpus):  # every home GPU equally likely
+        for t, token in enumerate(ids[layer]):
+            for home in range(placement.num_gpus):  # low-latency: every home GPU equally likely
                 dests = [_dest(placement, layer, home, e) for e in token]
                 ll_gpu[layer] += sum(d != home for d in dests) / placement.num_gpus
                 ll_node[layer] += sum(d // per_node != home // per_node for d in dests) / placement.num_gpus
-                nm_gpu[layer] += len({d for d in dests if d != home}) / placement.num_gpus
-                nm_node[layer] += len({d // per_node for d in dests if d // per_node != home // per_node}) \
-                    / placement.num_gpus
+            home = t % placement.num_gpus  # normal mode: token t lives on GPU t mod G
+            dests = [_dest(placement, layer, home, e) for e in token]
+            nm_gpu[layer] += len({d for d in dests if d != home})
+            nm_node[layer] += len({d // per_node for d in dests if d // per_node != home // per_node})
     got_gpu, got_node = low_latency_traffic(placement, stats.load)
     np.testing.assert_allclose(got_gpu, ll_gpu, atol=1e-9)
     np.testing.assert_allclose(got_node, ll_node, atol=1e-9)
