@@ -69,11 +69,11 @@ class RebalanceConfig:
         size_estimate: ``"predicted"`` (the host's per-request sizes) or ``"uniform"``.
     """
 
-    period_s: float = 0.2
+    period_s: float = 0.1
     min_interval_s: float = 0.05
     spike_fraction: float = 0.1
-    max_moves_per_s: float = 50.0
-    max_burst: int = 16
+    max_moves_per_s: float = 200.0
+    max_burst: int = 32
     migration_cost_s: float = 0.005
     min_gain_s: float = 0.0
     long_wait_s: float = 0.25
