@@ -15,9 +15,11 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     block_tokens = 64          # tokens per hashed prompt block (given to "scored" as block_tokens)
     [dispatch.options]         # keyword options of that dispatcher (weights, thresholds, ...)
 
-    [experts]
+    [experts]                  # (relative paths are relative to this file)
     placement_file = ""        # a `moesched place` JSON; `moesched serve` passes --init-expert-location
-    [experts.options]          # keyword options of the online solver (--eplb-algorithm moesched)
+    transitions_file = ""      # routing stats with transitions (as `moesched place --stats` reads)
+                               # for the online solver; without it --eplb-algorithm moesched = EPLB
+    [experts.solver]           # expert_sched.solver.SolverOptions fields (time_limit, ...)
 
     [log]
     first_orderings = 5        # log the first N waiting-queue orderings and dispatch decisions in full
@@ -79,10 +81,11 @@ class DispatchConfig:
 
 @dataclass(frozen=True)
 class ExpertsConfig:
-    """``[experts]``: the offline placement file and the online solver's options."""
+    """``[experts]``: the offline placement file and the online solver's inputs."""
 
     placement_file: str = ""
-    options: Mapping[str, Any] = field(default_factory=_frozen)
+    transitions_file: str = ""
+    solver: Mapping[str, Any] = field(default_factory=_frozen)
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
                                 "options": _table}),
     "dispatch": (DispatchConfig, {"enabled": _bool, "policy": _name, "block_tokens": _positive,
                                   "options": _table}),
-    "experts": (ExpertsConfig, {"placement_file": _path, "options": _table}),
+    "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
+                                "solver": _table}),
     "log": (LogConfig, {"first_orderings": _count, "summary_interval_s": _seconds}),
 }
 
@@ -194,16 +198,22 @@ def _check_against_cores(config: MoeschedConfig) -> None:
             create_dispatcher(config.dispatch.policy, 1, **config.dispatch.dispatcher_options())
         except ValueError as exc:
             raise ValueError(f"{source}: dispatch.policy/options: {exc}") from None
-    placement = config.experts.placement_file
-    if placement and not Path(placement).is_file():
-        raise ValueError(f"{source}: experts.placement_file: expected an existing file, "
-                         f"got {placement!r}")
+    from expert_sched.solver import SolverOptions
+
+    try:
+        SolverOptions(**config.experts.solver)
+    except TypeError as exc:
+        raise ValueError(f"{source}: experts.solver: {exc}") from None
+    for key in ("placement_file", "transitions_file"):
+        path = getattr(config.experts, key)
+        if path and not Path(path).is_file():
+            raise ValueError(f"{source}: experts.{key}: expected an existing file, got {path!r}")
 
 
 def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
     """Parse and validate TOML ``text``; ``source`` names it in error messages.
 
-    A relative ``experts.placement_file`` is resolved against the directory of ``source`` when
+    Relative ``experts.*_file`` paths are resolved against the directory of ``source`` when
     ``source`` is a file path.
     """
     try:
@@ -217,10 +227,11 @@ def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
                              f"{', '.join(f'[{name}]' for name in _SCHEMA)}")
         sections[section] = _parse_section(source, section, value)
     config = MoeschedConfig(**sections, source=source)
-    placement = config.experts.placement_file
-    if placement and not os.path.isabs(placement) and os.path.isfile(source):
-        resolved = str(Path(source).resolve().parent / placement)
-        config = replace(config, experts=replace(config.experts, placement_file=resolved))
+    if os.path.isfile(source):
+        base = Path(source).resolve().parent
+        resolved = {key: str(base / path) for key in ("placement_file", "transitions_file")
+                    if (path := getattr(config.experts, key)) and not os.path.isabs(path)}
+        config = replace(config, experts=replace(config.experts, **resolved))
     _check_against_cores(config)
     return config
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 from sglang_patches.config import MoeschedConfig, config_from_env
 from sglang_patches.decision_log import DecisionLog
@@ -53,10 +54,20 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
 
 
 def _eplb_hooks(config: MoeschedConfig) -> None:
-    from expert_sched.sglang_algorithm import rebalance_experts
+    from expert_sched.sglang_algorithm import rebalance
     from sglang_patches.hooks.eplb import EplbHooks
 
-    EplbHooks(rebalance_experts, config.experts.options).register()
+    experts = config.experts
+
+    def solver_inputs() -> dict[str, Any]:  # read lazily: only a process that rebalances pays
+        from expert_sched.solver import SolverOptions
+        from expert_sched.stats import load_stats
+
+        transitions = (load_stats(experts.transitions_file).transitions
+                       if experts.transitions_file else None)
+        return {"transitions": transitions, "options": SolverOptions(**experts.solver)}
+
+    EplbHooks(rebalance, solver_inputs).register()
 
 
 def load() -> None:

@@ -35,7 +35,7 @@ REBALANCE_EXPERTS = "sglang.srt.eplb.eplb_algorithms.rebalance_experts"
 ALGORITHM_NAME = "moesched"
 
 #: solver(tokens_per_expert [steps, L, E], num_physical_experts, num_local_physical_experts,
-#:        num_groups, num_nodes, **options) -> (phy2log [L, P], log2phy [L, E, X], logcnt [L, E])
+#:        num_groups, num_nodes, **inputs) -> (phy2log [L, P], log2phy [L, E, X], logcnt [L, E])
 Rebalance = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 logger = logging.getLogger("moesched.sglang")
@@ -49,12 +49,14 @@ class EplbHooks:
 
     Args:
         rebalance: the solver (signature above).
-        options: keyword options passed to every ``rebalance`` call (``[experts.options]``).
+        make_inputs: returns the solver's extra keyword inputs (transitions, options); called
+            once, on the first ``moesched`` rebalance.
     """
 
-    def __init__(self, rebalance: Rebalance, options: Mapping[str, Any]) -> None:
+    def __init__(self, rebalance: Rebalance, make_inputs: Callable[[], Mapping[str, Any]]) -> None:
         self.rebalance = rebalance
-        self.options = dict(options)
+        self._make_inputs = make_inputs
+        self._inputs: Mapping[str, Any] | None = None
         self.calls = 0
 
     def compute_algorithm(self, original: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -70,10 +72,12 @@ class EplbHooks:
         if call["algorithm"] != ALGORITHM_NAME:
             return original(*args, **kwargs)
         start = time.perf_counter()
+        if self._inputs is None:
+            self._inputs = self._make_inputs()
         counts = call["tokens_per_expert"].detach().to("cpu", torch.float64).numpy()
         phy2log, log2phy, logcnt = self.rebalance(
             counts, call["num_physical_experts"], call["num_local_physical_experts"],
-            call["num_groups"], call["num_nodes"], **self.options)
+            call["num_groups"], call["num_nodes"], **self._inputs)
         self.calls += 1
         logger.info("moesched eplb: placement #%d for %d layers x %d slots (%d per GPU) from "
                     "%d step(s) of counts in %.2f s", self.calls, phy2log.shape[0],

@@ -152,6 +152,9 @@ class WaitingQueueOrderer:
         sglang_head = waiting_queue[0].rid if waiting_queue else None
         by_rid = {req.rid: req for req in waiting_queue}
         ordered = self.queue.ordered(now)
+        if len(ordered) != len(waiting_queue) or len(by_rid) != len(waiting_queue):
+            raise RuntimeError(f"waiting list of {len(waiting_queue)} requests ({len(by_rid)} "
+                               f"distinct rids) does not match the queue's {len(ordered)}")
         waiting_queue[:] = [by_rid[r.request_id] for r in ordered]
         self.passes += 1
         if ordered and ordered[0].request_id != sglang_head:
