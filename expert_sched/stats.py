@@ -54,19 +54,6 @@ class RoutingStats:
     def num_experts(self) -> int:
         return int(self.load.shape[1])
 
-    def select_layers(self, layers: list[int]) -> "RoutingStats":
-        """Stats of consecutive layers ``layers`` (a contiguous ascending range)."""
-        if layers != list(range(layers[0], layers[-1] + 1)):
-            raise ValueError(f"{self.source}: layers must be a contiguous range, got {layers}")
-        lo, hi = layers[0], layers[-1] + 1
-        return RoutingStats(
-            load=self.load[lo:hi],
-            transitions=None if self.transitions is None else self.transitions[lo:hi - 1],
-            coactivation=None if self.coactivation is None else self.coactivation[lo:hi],
-            token_topk=None if self.token_topk is None else self.token_topk[lo:hi],
-            source=self.source,
-        )
-
 
 def _check_counts(source: str, field: str, arr: np.ndarray, shape: tuple[int, ...]) -> None:
     if arr.shape != shape:

@@ -25,7 +25,7 @@ def _stats(num_layers, num_experts, seed):
     return stats_from_topk_ids(ids, num_experts)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(layouts(), st.integers(0, 1000), st.sampled_from([None, 0, 1]))
 def test_solution_invariants(layout, seed, max_moves):
     num_layers, num_experts, num_gpus, num_nodes, num_redundant = layout

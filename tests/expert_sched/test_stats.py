@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from expert_sched.stats import RoutingStats, load_stats, stats_from_topk_ids
+from expert_sched.stats import load_stats, stats_from_topk_ids
 
 OLMOE = "data/routing/olmoe_routing_counts.npz"
 
@@ -69,9 +69,3 @@ def test_topk_ids_brute_force():
     np.testing.assert_array_equal(stats.load, load)
     np.testing.assert_array_equal(stats.transitions, trans)
     np.testing.assert_array_equal(stats.coactivation, coact)
-
-
-def test_select_layers():
-    stats = RoutingStats(load=np.ones((4, 3)), transitions=np.ones((3, 3, 3)))
-    sub = stats.select_layers([1, 2])
-    assert sub.load.shape == (2, 3) and sub.transitions.shape == (1, 3, 3)
