@@ -13,7 +13,8 @@ Per request to ``/v1/completions`` or ``/v1/chat/completions``:
    are read whole before replying, so they are retried on any failure; streams are passed
    through chunk by chunk, and a stream that breaks after its first byte ends with an SSE
    ``data: {"error": ...}`` event (status already sent, so no retry: never served twice);
-4. tell the dispatcher when the first byte came back and when the request ended.
+4. tell the dispatcher when the first byte came back and when the request ended. Proxied
+   answers carry ``X-Moesched-Engine: <index in --worker-urls>``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from engine_dispatch.router.pool import EnginePool
 from engine_dispatch.router.request_parse import ParsedRequest, Tokenize, parse_request
 
 _RETRY_STATUSES = frozenset({502, 503, 504})
+#: response header naming the index (in --worker-urls order) of the engine that answered
+ENGINE_HEADER = "X-Moesched-Engine"
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
                           "content-encoding", "host", "te", "trailer", "upgrade",
                           "proxy-authorization", "proxy-authenticate"})
@@ -182,6 +185,7 @@ class Router:
                     await upstream.read()
                     raise _UpstreamFailed
                 out_headers = _forward_headers(upstream.headers)
+                out_headers[ENGINE_HEADER] = str(engine_id)
                 if not parsed.stream:
                     body = await upstream.read()
                     self._first_token(parsed, engine_id)
