@@ -106,6 +106,25 @@ class ObservedModel:
         return seconds
 
 
+class Straggler:
+    """Ticker that slows engine 0 by ``factor`` from ``at_s`` on (its steps then feed ``learner``,
+    a per-engine online model), then runs ``inner`` (the rebalancing ticker, or nothing)."""
+
+    def __init__(self, inner: RebalancingTicker | None, truth: StepTimeModel, learner: OnlineStepModel,
+                 factor: float, at_s: float, seed: int) -> None:
+        self.inner = inner
+        self.period_s = inner.period_s if inner is not None else 0.02
+        self.slowed = ObservedModel(truth, learner, noise=0.03, factor=factor, change_step=0, seed=seed)
+        self.at_s = at_s
+        self.applied = False
+
+    def tick(self, engines: list, now: float) -> list[int]:
+        if not self.applied and now >= self.at_s:
+            engines[0].model = self.slowed  # the engine's true speed changes mid-run
+            self.applied = True
+        return [] if self.inner is None else self.inner.tick(engines, now)
+
+
 def error_factors(requests: list[TraceRequest], error: float, seed: int) -> np.ndarray:
     """``[n]`` factors ``max(0.1, 1 + u)``, ``u ~ U(-2 error, 2 error)`` (mean |u| = error)."""
     rng = np.random.default_rng(seed)
@@ -113,8 +132,8 @@ def error_factors(requests: list[TraceRequest], error: float, seed: int) -> np.n
 
 
 def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: int,
-                args: argparse.Namespace) -> dict[str, Any]:
-    """Simulate one (variant, error, seed); returns the summary figures."""
+                args: argparse.Namespace, straggler: bool = False) -> dict[str, Any]:
+    """Simulate one (variant, error, seed), with engine 0 slowed mid-run if ``straggler``."""
     base = resolve_model(args.gpu_model)
     assert isinstance(base, StructuralStepModel)
     online = OnlineStepModel(base)
@@ -135,6 +154,10 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
             dispatcher = create_dispatcher("scored", args.engines, step_model=online,
                                            block_tokens=BLOCK_TOKENS,
                                            config_path=REPO / "configs/dispatch_gaps.toml")
+    # engine 0's own online model: the rebalancer prices engine 0 with it (the dispatcher, which
+    # keeps one model for all engines, does not)
+    own = OnlineStepModel(base)
+    step_models = [own] + [online] * (args.engines - 1) if straggler else online
     ticker = None
     if variant in ("gaps", "no-prediction"):
         config = RebalanceConfig(chunk_tokens=args.chunk_tokens, period_s=args.period_s,
@@ -144,13 +167,16 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
         if variant == "gaps":
             deadlines = DeadlineEstimator(JobSizeEstimator(online, predictor=predictor), slo,
                                           step_error=lambda: online.mape)
-        ticker = RebalancingTicker(SelectiveRebalancer(config, online), dispatcher, slo.ttft_s,
+        ticker = RebalancingTicker(SelectiveRebalancer(config, step_models), dispatcher, slo.ttft_s,
                                    deadlines=deadlines,
                                    size_error=None if variant == "no-prediction" else size_error)
     cluster = ClusterConfig(engines=args.engines, engine=engine, queue_factory=queue_factory,
                             load_refresh_s=args.load_refresh_s)
     started = time.perf_counter()
-    result = simulate(requests, cluster, engine_model, dispatcher, ticker)
+    hook = ticker
+    if straggler:
+        hook = Straggler(ticker, base, own, args.straggler_factor, args.straggler_at_s, seed)
+    result = simulate(requests, cluster, engine_model, dispatcher, hook)
     wall = time.perf_counter() - started
     summary = run_result(result, variant, {}, Slo(ttft_ms=args.slo_ttft_ms)).summary
     return {
@@ -159,7 +185,8 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
         "failed": summary["failed"],
         "moves": 0 if ticker is None else ticker.moves_applied,
         "moves_lost_race": 0 if ticker is None else ticker.moves_lost_race,
-        "model_mape": online.mape, "wall_s": wall,
+        "model_mape": online.mape, "engine0_model_mape": own.mape if straggler else online.mape,
+        "wall_s": wall,
     }
 
 
@@ -212,6 +239,9 @@ def main() -> int:
     parser.add_argument("--errors", default="0,0.1,0.2,0.3,0.4", help="injected prediction errors")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--straggler-factor", type=float, default=2.0,
+                        help="straggler scenario: engine 0 runs this much slower from --straggler-at-s (0: off)")
+    parser.add_argument("--straggler-at-s", type=float, default=10.0, help="when engine 0 slows down (s)")
     parser.add_argument("--slowdown", type=float, default=1.6, help="engine slow-down factor (part 2)")
     parser.add_argument("--change-step", type=int, default=3000, help="engine step of the slow-down")
     parser.add_argument("--out", default=str(REPO / "results/rebalance_bench.json"))
@@ -226,23 +256,26 @@ def main() -> int:
     print(f"azure code trace: {len(requests)} requests at {args.rate} req/s (inter-arrival CV {cv:.1f}), "
           f"{args.engines} engines, TTFT SLO {args.slo_ttft_ms:.0f} ms, {args.seeds} seeds")
     rows = []
-    header = f"{'variant':<16}{'error':>6}{'P99 TTFT ms':>13}{'mean TTFT ms':>14}{'SLO viol %':>11}" \
+    header = f"{'scenario':<12}{'variant':<16}{'error':>6}{'P99 TTFT ms':>13}{'mean TTFT ms':>14}{'SLO viol %':>11}" \
              f"{'moves':>8}{'races':>7}{'model MAPE':>11}"
     print(header)
-    for variant in variants:
-        for error in errors if variant in ("gaps", "no-rebalancing", "local-only") else [0.0]:
-            runs = [run_variant(variant, requests, error, seed, args) for seed in range(args.seeds)]
-            row = {"variant": variant, "error": error, "seeds": args.seeds,
-                   **{k: float(np.mean([r[k] for r in runs])) for k in runs[0]}}
-            rows.append(row)
-            print(f"{variant:<16}{error:>6.0%}{row['ttft_p99_ms']:>13.1f}{row['ttft_mean_ms']:>14.1f}"
-                  f"{100 * row['slo_violation']:>11.2f}{row['moves']:>8.0f}{row['moves_lost_race']:>7.0f}"
-                  f"{100 * row['model_mape']:>10.1f}%", flush=True)
-    by = {(r["variant"], r["error"]): r for r in rows}
-    ratios = {f"{e:.0%}": by[("gaps", e)]["ttft_p99_ms"] / by[("no-rebalancing", e)]["ttft_p99_ms"]
-              for e in errors if ("gaps", e) in by and ("no-rebalancing", e) in by}
+    scenarios = ["homogeneous"] + (["straggler"] if args.straggler_factor > 0 else [])
+    for scenario in scenarios:
+        for variant in variants:
+            for error in errors if variant in ("gaps", "no-rebalancing", "local-only") else [0.0]:
+                runs = [run_variant(variant, requests, error, seed, args, scenario == "straggler")
+                        for seed in range(args.seeds)]
+                row = {"scenario": scenario, "variant": variant, "error": error, "seeds": args.seeds,
+                       **{k: float(np.mean([r[k] for r in runs])) for k in runs[0]}}
+                rows.append(row)
+                print(f"{scenario:<12}{variant:<16}{error:>6.0%}{row['ttft_p99_ms']:>13.1f}{row['ttft_mean_ms']:>14.1f}"
+                      f"{100 * row['slo_violation']:>11.2f}{row['moves']:>8.0f}{row['moves_lost_race']:>7.0f}"
+                      f"{100 * row['model_mape']:>10.1f}%", flush=True)
+    by = {(r["scenario"], r["variant"], r["error"]): r for r in rows}
+    ratios = {f"{s} {e:.0%}": by[(s, "gaps", e)]["ttft_p99_ms"] / by[(s, "no-rebalancing", e)]["ttft_p99_ms"]
+              for s in scenarios for e in errors if (s, "gaps", e) in by and (s, "no-rebalancing", e) in by}
     for key, ratio in ratios.items():
-        print(f"P99 TTFT with / without rebalancing at error {key}: {ratio:.2f}x")
+        print(f"P99 TTFT with / without rebalancing, {key} error: {ratio:.2f}x")
     refit = refit_experiment(requests, args)
     print(f"online refit: MAPE (64-step window) {100 * refit['mape_before_change']:.1f}% before a "
           f"x{args.slowdown} slow-down at step {args.change_step}; per-step errors right after it "
