@@ -12,6 +12,12 @@ from experiments.sim.prefix_cache import CacheNode
 from experiments.workloads.types import TraceRequest
 from request_sched.types import WaitingRequest
 
+#: ``max_tokens`` a simulated client sends with every request, in tokens. Real clients send a fixed
+#: cap (OpenAI-style APIs default to the model's limit), not the length the answer will turn out to
+#: have; handing policies the true output length as the cap would leak it to any predictor capped by
+#: ``max_new_tokens`` (e.g. sjf-aging's).
+DEFAULT_MAX_TOKENS_CAP = 4096
+
 
 class SimRequest:
     """One request in the simulation.
@@ -43,15 +49,19 @@ class SimRequest:
                  "segments", "preemptions", "finished", "failed", "error", "hit_tokens",
                  "pending_estimate")
 
-    def __init__(self, trace: TraceRequest) -> None:
+    def __init__(self, trace: TraceRequest, max_tokens_cap: int | None = DEFAULT_MAX_TOKENS_CAP) -> None:
+        """``max_tokens_cap``: the ``max_tokens`` the client sent; a request the trace shows
+        generating more must have been sent more, so policies see ``max(cap, output_tokens)``.
+        None is the oracle ablation (cap = the true output length); label runs that use it."""
         self.trace = trace
+        cap = trace.output_tokens if max_tokens_cap is None else max(max_tokens_cap, trace.output_tokens)
         self.dispatch = DispatchRequest(
             request_id=trace.request_id, prompt_tokens=trace.input_tokens,
             block_hashes=trace.prefix_blocks, session_id=trace.session_id,
-            max_new_tokens=trace.output_tokens, priority=trace.priority)
+            max_new_tokens=cap, priority=trace.priority)
         self.waiting = WaitingRequest(
             request_id=trace.request_id, enqueue_s=trace.arrival_s,
-            prompt_tokens=trace.input_tokens, max_new_tokens=trace.output_tokens,
+            prompt_tokens=trace.input_tokens, max_new_tokens=cap,
             priority=trace.priority, workload_class=trace.workload_class,
             prefix_blocks=trace.prefix_blocks, host_ref=self)
         self.engine_id = -1
