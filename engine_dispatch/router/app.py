@@ -218,4 +218,5 @@ class Router:
                                         output_chunks)
 
     def _first_token(self, parsed: ParsedRequest, engine_id: int) -> None:
+        self.pool.mark_alive(engine_id)
         self.dispatcher.on_first_token(parsed.dispatch, engine_id, time.monotonic())

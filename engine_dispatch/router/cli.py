@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="load polling period in seconds (default 0.5)")
     parser.add_argument("--health-interval-s", type=float, default=2.0,
                         help="health-check period in seconds (default 2)")
+    parser.add_argument("--health-timeout-s", type=float, default=5.0,
+                        help="health-probe timeout in seconds (default 5); 3 failed probes in a "
+                             "row without a proxied answer in between remove an engine")
     parser.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024,
                         help="largest accepted request body (default 4 MiB)")
     parser.add_argument("--max-attempts", type=int, default=3,
@@ -68,7 +71,8 @@ def build_router(args: argparse.Namespace) -> Router:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"--worker-urls: expected http(s)://host:port, got {url!r}")
     pool = EnginePool(list(args.worker_urls), dispatcher, PoolSettings(
-        health_interval_s=args.health_interval_s, load_refresh_s=args.load_refresh_s,
+        health_interval_s=args.health_interval_s, health_timeout_s=args.health_timeout_s,
+        load_refresh_s=args.load_refresh_s,
         load_kind=args.load_kind))
     settings = ProxySettings(max_body_bytes=args.max_body_bytes, max_attempts=args.max_attempts,
                              request_timeout_s=args.request_timeout_s,

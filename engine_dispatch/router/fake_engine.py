@@ -27,6 +27,7 @@ class FakeEngine:
     model: str = "fake-model"
     stream_chunks: int = 3
     delay_s: float = 0.0
+    health_delay_s: float = 0.0
     received: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
 
@@ -44,6 +45,8 @@ class FakeEngine:
         return f"{self.name}:{prompt}"
 
     async def _health(self, request: web.Request) -> web.Response:
+        if self.health_delay_s:
+            await asyncio.sleep(self.health_delay_s)
         return web.json_response({"status": "ok"})
 
     async def _models(self, request: web.Request) -> web.Response:

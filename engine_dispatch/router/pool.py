@@ -1,10 +1,11 @@
 """The engines behind the router: health checks (remove / re-add) and load polling.
 
 - Health: every ``health_interval_s`` each engine gets ``GET /health`` (timeout
-  ``health_timeout_s``). ``fail_threshold`` consecutive failures take it out of rotation; the
-  proxy also takes an engine out at once when a request to it fails to connect. One success puts
-  it back (and tells the dispatcher to forget its cache: it may have restarted). Healthy engines'
-  model lists come from ``GET /v1/models``.
+  ``health_timeout_s``). ``fail_threshold`` consecutive failures take it out of rotation; an
+  answer the proxy got from the engine counts as a success too (a busy engine may answer its
+  probe late but is alive), and the proxy takes an engine out at once when a request to it fails
+  to connect. One successful probe puts it back (and tells the dispatcher to forget its cache: it
+  may have restarted). Healthy engines' model lists come from ``GET /v1/models``.
 - Load: every ``load_refresh_s`` healthy engines are polled (``load_kind``: ``sglang`` =
   ``/v1/loads?include=all&format=json``, ``vllm`` = ``/metrics``, ``auto`` = try SGLang then vLLM,
   ``none``). A report's ``reported_s`` is the monotonic time the poll was sent; reports older than
@@ -31,8 +32,8 @@ _SGLANG_LOADS = "/v1/loads?include=all&format=json"
 @dataclass(frozen=True)
 class PoolSettings:
     health_interval_s: float = 2.0
-    health_timeout_s: float = 2.0
-    fail_threshold: int = 2
+    health_timeout_s: float = 5.0
+    fail_threshold: int = 3
     load_refresh_s: float = 0.5
     load_kind: str = "auto"  # auto | sglang | vllm | none
 
@@ -100,6 +101,10 @@ class EnginePool:
 
     def known_models(self) -> set[str]:
         return set().union(*(engine.models for engine in self.engines if engine.healthy))
+
+    def mark_alive(self, engine_id: int) -> None:
+        """The engine just answered a proxied request: reset its probe-failure count."""
+        self.engines[engine_id].failures = 0
 
     def mark_failed(self, engine_id: int) -> None:
         """A request to the engine failed at the connection level: out of rotation now."""

@@ -19,7 +19,9 @@ from engine_dispatch.router.pool import EnginePool, PoolSettings
 class Cluster:
     """Fake engines + a router, all on loopback in this event loop."""
 
-    def __init__(self, engines, policy="scored", max_attempts=3, max_body_bytes=1 << 20):
+    def __init__(self, engines, policy="scored", max_attempts=3, max_body_bytes=1 << 20,
+                 health_timeout_s=2.0):
+        self.health_timeout_s = health_timeout_s
         self.engines = engines
         self.policy = policy
         self.max_attempts = max_attempts
@@ -31,7 +33,8 @@ class Cluster:
             await server.start_server()
         dispatcher = create_dispatcher(self.policy, len(self.engines))
         self.pool = EnginePool([str(s.make_url("")) for s in self.servers], dispatcher,
-                               PoolSettings(health_interval_s=3600, load_refresh_s=3600))
+                               PoolSettings(health_interval_s=3600, load_refresh_s=3600,
+                                            health_timeout_s=self.health_timeout_s))
         self.router = Router(self.pool, dispatcher, ProxySettings(
             max_attempts=self.max_attempts, max_body_bytes=self.max_body_bytes))
         self.router_server = TestServer(self.router.application())
@@ -124,7 +127,7 @@ def test_health_checks_remove_and_readd_engines_and_metrics_count():
         async with Cluster(engines, policy="round-robin") as cluster:
             port = cluster.servers[1].port
             await cluster.servers[1].close()
-            for _ in range(2):  # fail_threshold consecutive failures
+            for _ in range(3):  # fail_threshold consecutive failures
                 await cluster.pool.check_health()
             down = [e.healthy for e in cluster.pool.engines]
             statuses = [(await cluster.post("/v1/completions", json={"prompt": f"q{i}"}))[0]
@@ -148,11 +151,29 @@ def test_health_checks_remove_and_readd_engines_and_metrics_count():
     assert 'moesched_router_engine_healthy{engine="' in metrics
 
 
+def test_engine_answering_traffic_survives_slow_health_probes():
+    async def scenario():
+        engine = FakeEngine("e0", health_delay_s=0.3)
+        async with Cluster([engine], health_timeout_s=0.05) as cluster:
+            cluster.pool.engines[0].healthy = True  # the start-up probe timed out too
+            statuses = []
+            for i in range(5):  # probe fails, then a proxied answer proves the engine alive
+                await cluster.pool.check_health()
+                statuses.append((await cluster.post("/v1/completions", json={"prompt": f"x{i}"}))[0])
+            alive = cluster.pool.engines[0].healthy
+            for _ in range(3):  # silence and failed probes: removed
+                await cluster.pool.check_health()
+            return statuses, alive, cluster.pool.engines[0].healthy
+
+    statuses, alive, after = asyncio.run(scenario())
+    assert statuses == [200] * 5 and alive and not after
+
+
 def test_no_healthy_engine_is_a_503():
     async def scenario():
         async with Cluster([FakeEngine("e0")]) as cluster:
             await cluster.servers[0].close()
-            for _ in range(2):
+            for _ in range(3):
                 await cluster.pool.check_health()
             health = await cluster.client.get(cluster.router_server.make_url("/health"))
             return await cluster.post("/v1/completions", json={"prompt": "x"}), health.status
