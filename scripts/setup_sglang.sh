@@ -6,8 +6,9 @@
 #      --no-deps (a plain `pip install sglang` pulls CUDA torch, sglang-kernel, flashinfer: 11 GB);
 #   2. if PyPI's CUDA-linked torchvision does not import, a start-up hook (.pth) that lets its
 #      pure-Python parts import (scripts/torchvision_cpu_hook.py; its C ops stay unavailable);
-#   3. `pip install -e <repo>` with its own dependencies, so SGLang's plugin entry point
-#      sglang.srt.plugins -> moesched = sglang_patches.plugin:load is registered in this venv;
+#   3. `pip install -e '<repo>[dev]'` with its own dependencies, so SGLang's plugin entry point
+#      sglang.srt.plugins -> moesched = sglang_patches.plugin:load is registered in this venv and
+#      `make test-sglang` can run pytest there;
 #   4. sglang-router==0.3.2.
 # A CPU server also needs the sgl_kernel stand-in from tests/support (PYTHONPATH; see
 # experiments/engines). Idempotent: an environment that passes the check is left alone (FORCE=1).
@@ -27,6 +28,7 @@ sglang_env_ok() {
     HF_HUB_OFFLINE=1 "$VENV/bin/python" -I - <<PY
 import importlib.metadata as md, json, sys
 import torch, torchvision, sglang, sglang_router  # all must import on the CPU
+import pytest, hypothesis  # make test-sglang runs the suite in this venv
 eps = [ep.value for ep in md.entry_points(group="sglang.srt.plugins") if ep.name == "moesched"]
 direct = json.loads(md.distribution("moesched").read_text("direct_url.json") or "{}")
 problems = [
@@ -67,8 +69,8 @@ main() {
     say "installing the pinned CPU closure of sglang $SGLANG_VERSION (--no-deps)"
     "$VENV/bin/pip" install --no-deps -r "$REQUIREMENTS"
     install_torchvision_hook_if_needed
-    say "installing this project (editable, with its dependencies) from $REPO_ROOT"
-    "$VENV/bin/pip" install -e "$REPO_ROOT"
+    say "installing this project (editable, with its dependencies and [dev] test tools) from $REPO_ROOT"
+    "$VENV/bin/pip" install -e "$REPO_ROOT[dev]"
     say "installing sglang-router==$ROUTER_VERSION"
     "$VENV/bin/pip" install "sglang-router==$ROUTER_VERSION"
     sglang_env_ok || die "$VENV failed the final check (see the line above)"

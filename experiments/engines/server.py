@@ -62,6 +62,9 @@ class EngineServer:
             raise EngineError(f"{self.config.kind} server on port {self.config.port} failed to start "
                               f"({detail}); last lines of {self.log_path}:\n"
                               f"{log_tail(self.log_path)}") from None
+        except BaseException:  # e.g. Ctrl-C while waiting: leave no server behind
+            self.stop()
+            raise
         self.ready_seconds = time.monotonic() - started
         return self
 
