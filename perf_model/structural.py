@@ -139,11 +139,28 @@ class StructuralStepModel:
         self.structure = structure
         self.coefficients = coefficients
         self.name = name
-        self._weights = tuple(getattr(coefficients, n) for n in FEATURE_NAMES)
 
     def step_seconds(self, batch: BatchShape, moe: MoeFactors | None = None) -> float:
-        """Predicted latency of one step in seconds (> 0 when ``overhead_s`` > 0)."""
-        return math.fsum(w * x for w, x in zip(self._weights, step_features(batch, moe, self.structure)))
+        """Predicted latency of one step in seconds (> 0 when ``overhead_s`` > 0).
+
+        Same value as ``coefficients . step_features(batch, moe)``, written out for speed.
+        """
+        c = self.coefficients
+        st = self.structure
+        tokens = batch.prefill_tokens + batch.decode_seqs
+        seconds = (c.overhead_s + c.per_token_s * tokens + c.per_sequence_s * batch.decode_seqs
+                   + c.kv_read_s * batch.kv_context_tokens + c.attention_pair_s * batch.attention_pairs)
+        if tokens > st.dense_ridge_tokens:
+            seconds += c.dense_compute_s * (tokens - st.dense_ridge_tokens)
+        if st.num_experts:
+            moe_part = c.expert_load_s * distinct_experts(tokens, st.num_experts, st.top_k)
+            if tokens > st.moe_ridge_tokens:
+                moe_part += c.moe_compute_s * (tokens - st.moe_ridge_tokens)
+            if moe is not None:
+                moe_part *= moe.imbalance / st.reference_imbalance
+                seconds += c.all_to_all_s * tokens * st.top_k * moe.remote_fraction
+            seconds += moe_part
+        return seconds
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"name", "structure", "coefficients"}`` (``inf`` ridges as null)."""
