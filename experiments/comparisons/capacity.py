@@ -1,0 +1,66 @@
+"""An engine cluster's capacity for a trace, and offered load as a fraction of it.
+
+Method (saturating run): offer the trace's first N requests all at time 0 to the baseline stack
+and measure the completion rate while the cluster is full:
+
+    capacity = (0.8 N) / (t_finish[0.9 N] - t_finish[0.1 N])      requests/s
+
+i.e. completions per second between the 10th and 90th percentile finish times (the ramp-up,
+while the first batch fills, and the drain, when the queue is empty, are excluded). This is the
+highest request rate the stack sustains on this request mix: above it the waiting queue grows
+without bound, below it the queue empties between bursts. Offered load ``rho`` then replays the
+same requests with their recorded inter-arrival pattern rescaled to a mean rate of
+``rho * capacity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from experiments.comparisons.stack import Cluster, Stack, run_stack
+from experiments.comparisons.traces import all_at_once
+from experiments.metrics.summary import Slo
+from experiments.workloads.types import TraceRequest
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Sustainable request rate of a stack on a request mix.
+
+    Attributes:
+        rate_rps: capacity in requests/s.
+        output_tokens_per_s: the output-token rate over the same window.
+        requests: requests in the saturating run.
+        window_s: length of the measured window (s).
+        stack: label of the stack measured.
+    """
+
+    rate_rps: float
+    output_tokens_per_s: float
+    requests: int
+    window_s: float
+    stack: str
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {"rate_rps": self.rate_rps, "output_tokens_per_s": self.output_tokens_per_s,
+                "requests": self.requests, "window_s": self.window_s, "stack": self.stack,
+                "method": "saturating run: completions/s between the 10th and 90th percentile finish times"}
+
+
+def saturation_capacity(stack: Stack, cluster: Cluster, requests: list[TraceRequest]) -> Capacity:
+    """Capacity of ``stack`` on ``cluster`` for the mix of ``requests`` (module docstring).
+
+    Raises ValueError when fewer than 20 requests complete (no window to measure).
+    """
+    run = run_stack(stack, cluster, all_at_once(requests), Slo(), {"saturating": True, "requests": len(requests)})
+    done = sorted((r.arrival_s + r.e2e_ms / 1e3, r.output_tokens) for r in run.requests
+                  if r.ok and r.e2e_ms is not None)
+    if len(done) < 20:
+        raise ValueError(f"capacity: only {len(done)} of {len(requests)} requests completed; need >= 20")
+    first, last = len(done) // 10, (9 * len(done)) // 10
+    window = done[last][0] - done[first][0]
+    if window <= 0:
+        raise ValueError("capacity: the saturating run finished its middle 80% at one instant")
+    tokens = sum(tokens for _, tokens in done[first + 1:last + 1])
+    return Capacity(rate_rps=(last - first) / window, output_tokens_per_s=tokens / window,
+                    requests=len(requests), window_s=window, stack=stack.label)
