@@ -1,0 +1,1 @@
+"""One module per SGLang hook: request order, DP dispatch, EPLB algorithm."""

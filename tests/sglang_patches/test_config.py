@@ -69,3 +69,16 @@ def test_switch_off_unless_enable_is_exactly_one(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[dispatch]\nenabled = false\n")
     assert config_from_env({ENABLE_ENV: "1", CONFIG_ENV: str(path)}).dispatch.enabled is False
+
+
+@pytest.mark.parametrize("name", ["moesched.toml", "moesched-cpu-demo.toml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    assert load_config(path).source == str(path)
+
+
+def test_experts_solver_and_transitions_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="experts.solver: .*no_such_knob"):
+        parse_config("[experts.solver]\nno_such_knob = 1", "cfg.toml")
+    with pytest.raises(ValueError, match="experts.transitions_file: expected an existing file"):
+        parse_config('[experts]\ntransitions_file = "/nope.npz"', "cfg.toml")
