@@ -57,7 +57,9 @@ class SjfAgingQueue(RequestQueue):
             string (a preset name such as ``"qwen3-30b-a3b-h100"``, the default, or the path of a
             coefficients JSON file written by ``moesched calibrate``).
         aging_rate: seconds of job size forgiven per second waited (>= 0; 0 = pure SJF inside
-            the bound, large = FCFS).
+            the bound, large = FCFS). Job sizes are tenths of a second of engine time while
+            waits under load are seconds, so the default is small: 0.003 (with 0.5, the old
+            default, sjf-aging ordered almost like FCFS at 0.9 load; sweep in docs/comparisons.md).
         max_wait_s: starvation bound in seconds (> 0); ``float("inf")`` disables it.
         priority_weight_s: seconds of job size forgiven per priority class (>= 0).
         output_estimate: ``"predictor"``, ``"max_tokens"`` or ``"none"`` (see
@@ -69,8 +71,8 @@ class SjfAgingQueue(RequestQueue):
     def __init__(
         self,
         step_model: StepTimeModel | str = DEFAULT_STEP_MODEL,
-        aging_rate: float = 0.5,
-        max_wait_s: float = 20.0,
+        aging_rate: float = 0.003,
+        max_wait_s: float = 10.0,
         priority_weight_s: float = 1.0,
         output_estimate: str = "predictor",
         predictor: OutputLengthPredictor | None = None,
