@@ -3,10 +3,13 @@
 Method (saturating run): offer the trace's first N requests all at time 0 to the baseline stack
 and measure the completion rate while the cluster is full:
 
-    capacity = (0.8 N) / (t_finish[0.9 N] - t_finish[0.1 N])      requests/s
+    capacity = (completions in the window) / (window length)      requests/s
 
-i.e. completions per second between the 10th and 90th percentile finish times (the ramp-up,
-while the first batch fills, and the drain, when the queue is empty, are excluded). This is the
+over the window from the 10th percentile finish time to the 90th percentile finish time or the
+last first token (after it the waiting queue is empty and the batch drains), whichever is first:
+the ramp-up, while the first batch fills, and the drain are excluded. The window must hold at
+least 20% of the completions, otherwise N is too small to saturate the cluster and a ValueError
+says so. This is the
 highest request rate the stack sustains on this request mix: above it the waiting queue grows
 without bound, below it the queue empties between bursts. Offered load ``rho`` then replays the
 same requests with their recorded inter-arrival pattern rescaled to a mean rate of
@@ -44,23 +47,27 @@ class Capacity:
     def to_dict(self) -> dict[str, float | int | str]:
         return {"rate_rps": self.rate_rps, "output_tokens_per_s": self.output_tokens_per_s,
                 "requests": self.requests, "window_s": self.window_s, "stack": self.stack,
-                "method": "saturating run: completions/s between the 10th and 90th percentile finish times"}
+                "method": "saturating run: completions/s from the 10th percentile finish to the 90th or the queue emptying"}
 
 
 def saturation_capacity(stack: Stack, cluster: Cluster, requests: list[TraceRequest]) -> Capacity:
     """Capacity of ``stack`` on ``cluster`` for the mix of ``requests`` (module docstring).
 
-    Raises ValueError when fewer than 20 requests complete (no window to measure).
+    Raises ValueError when fewer than 20 requests complete or the queue emptied inside the window.
     """
     run = run_stack(stack, cluster, all_at_once(requests), Slo(), {"saturating": True, "requests": len(requests)})
     done = sorted((r.arrival_s + r.e2e_ms / 1e3, r.output_tokens) for r in run.requests
                   if r.ok and r.e2e_ms is not None)
     if len(done) < 20:
         raise ValueError(f"capacity: only {len(done)} of {len(requests)} requests completed; need >= 20")
-    first, last = len(done) // 10, (9 * len(done)) // 10
+    last_first_token = max(r.arrival_s + r.ttft_ms / 1e3 for r in run.requests if r.ok and r.ttft_ms is not None)
+    first = len(done) // 10
+    end_s = min(done[(9 * len(done)) // 10][0], last_first_token)
+    last = max(i for i, (t, _) in enumerate(done) if t <= end_s)
     window = done[last][0] - done[first][0]
-    if window <= 0:
-        raise ValueError("capacity: the saturating run finished its middle 80% at one instant")
+    if last - first < len(done) // 5 or window <= 0:
+        raise ValueError(f"capacity: {len(requests)} requests do not saturate the cluster (the waiting queue "
+                         f"emptied after {last - first} of the {len(done)} completions); use more capacity requests")
     tokens = sum(tokens for _, tokens in done[first + 1:last + 1])
     return Capacity(rate_rps=(last - first) / window, output_tokens_per_s=tokens / window,
                     requests=len(requests), window_s=window, stack=stack.label)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tqdm import tqdm
@@ -18,6 +18,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, traces: str, requests:
     parser.add_argument("--traces", default=traces, help=f"comma-separated bundled traces (default {traces})")
     parser.add_argument("--requests", type=int, default=None,
                         help=f"requests replayed per trace (default {requests}; {quick_requests} with --quick)")
+    parser.add_argument("--capacity-requests", type=int, default=None,
+                        help="requests of the saturating capacity run (default: 3 x --requests, at most the trace)")
     parser.add_argument("--load", type=float, default=0.9, help="offered load as a fraction of capacity")
     parser.add_argument("--quick", action="store_true", help="small version: fewer requests and configurations")
     parser.add_argument("--slo-ttft-ms", type=float, default=1000.0, help="TTFT objective of SLO attainment")
@@ -27,20 +29,24 @@ def add_common_arguments(parser: argparse.ArgumentParser, traces: str, requests:
     parser.set_defaults(default_requests=requests, quick_requests=quick_requests)
 
 
-def parse_common(args: argparse.Namespace) -> tuple[list[BundledTrace], int, Slo]:
-    """Validated traces, request count and SLO of the common options (ValueError naming the flag)."""
+def parse_common(args: argparse.Namespace) -> tuple[list[BundledTrace], int, int, Slo]:
+    """Validated traces, request count, capacity-run request count and SLO of the common options
+    (ValueError naming the flag)."""
     traces = [bundled_trace(name.strip()) for name in args.traces.split(",") if name.strip()]
     if not traces:
         raise ValueError("--traces: expected at least one trace name")
     requests = args.requests or (args.quick_requests if args.quick else args.default_requests)
     if requests < 50:
         raise ValueError(f"--requests: expected >= 50, got {requests}")
+    capacity_requests = args.capacity_requests or 3 * requests
+    if capacity_requests < 50:
+        raise ValueError(f"--capacity-requests: expected >= 50, got {capacity_requests}")
     if not 0 < args.load <= 2:
         raise ValueError(f"--load: expected a fraction in (0, 2], got {args.load}")
     for name in ("slo_ttft_ms", "slo_tpot_ms"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')}: expected > 0, got {getattr(args, name)}")
-    return traces, requests, Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
+    return traces, requests, capacity_requests, Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
 
 
 @contextmanager
@@ -51,8 +57,3 @@ def progress(total: int, disabled: bool, desc: str) -> Iterator[tqdm]:
         yield bar
     finally:
         bar.close()
-
-
-def print_table(title: str, lines: Sequence[str]) -> None:
-    print(f"\n## {title}\n")
-    print("\n".join(lines))

@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    traces, n_requests, slo = parse_common(args)
+    traces, n_requests, n_capacity, slo = parse_common(args)
     if args.engines < 1 or args.tpot_budget_ms <= 0:
         raise ValueError("--engines: expected >= 1 and --tpot-budget-ms > 0")
     aging_rates = QUICK_AGING_RATES if args.quick else AGING_RATES
@@ -86,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
     capacities, targets, sweeps, sections = {}, [], {}, []
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "request layer") as bar:
         for trace in traces:
-            capacity = saturation_capacity(todo[0], cluster, trace.load(n_requests))
+            capacity = saturation_capacity(todo[0], cluster, trace.load(n_capacity))
             bar.update()
             rate = args.load * capacity.rate_rps
             capacities[trace.name] = {**capacity.to_dict(), "offered_rate_rps": rate, "load": args.load}
             print(f"{trace.name}: capacity {capacity.rate_rps:.2f} req/s (FCFS, saturating run of "
-                  f"{n_requests} requests); offered {rate:.2f} req/s = {args.load:g} x capacity", file=sys.stderr)
+                  f"{capacity.requests} requests); offered {rate:.2f} req/s = {args.load:g} x capacity", file=sys.stderr)
             requests = trace.load(n_requests, rate)
             workload = {"trace": trace.name, "requests": len(requests), "rate_rps": rate, "load": args.load}
             runs: dict[str, RunResult] = {}
