@@ -10,10 +10,12 @@ One row per measured step. Columns / keys (``step_ms`` or ``step_s`` required, t
     prefill_attention_pairs   causal query-key pairs of prefill (0 = estimate from one sequence)
     imbalance                 expert-load max/mean of the placement (default: no MoE factors)
     remote_fraction           share of cross-GPU token->expert dispatches
+    request_overheads         per-request overheads the time also contains (1 for a lone
+                              request's TTFT; default 0; see perf_model.request_overhead)
 
 Such rows come from an engine's per-step log, or from a sweep: the ITL at a fixed concurrency ``B``
 (with short prompts) is a decode step of ``B`` sequences; the TTFT of a lone request with prompt
-``P`` is a prefill step of ``P`` tokens (minus the client's network time).
+``P`` is a prefill step of ``P`` tokens plus one per-request overhead (``request_overheads: 1``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from perf_model.batch import BatchShape, MoeFactors
 from perf_model.fit import StepSample
 
 _INT_FIELDS = ("prefill_tokens", "cached_prefill_tokens", "decode_seqs", "kv_context_tokens")
-_KNOWN = set(_INT_FIELDS) | {"prefill_attention_pairs", "imbalance", "remote_fraction", "step_ms", "step_s"}
+_KNOWN = set(_INT_FIELDS) | {"request_overheads", "prefill_attention_pairs", "imbalance", "remote_fraction", "step_ms", "step_s"}
 
 
 def _number(row: dict[str, Any], key: str, where: str) -> float | None:
@@ -56,11 +58,12 @@ def sample_from_row(row: dict[str, Any], where: str) -> StepSample:
     if not seconds:
         raise ValueError(f"{where}: expected 'step_ms' or 'step_s' > 0")
     counts = {}
-    for key in _INT_FIELDS:
+    for key in (*_INT_FIELDS, "request_overheads"):
         value = _number(row, key, where) or 0.0
         if value != int(value):
             raise ValueError(f"{where}: field {key!r}: expected an integer, got {row[key]!r}")
         counts[key] = int(value)
+    request_overheads = counts.pop("request_overheads")
     if counts["prefill_tokens"] + counts["decode_seqs"] == 0:
         raise ValueError(f"{where}: a step needs prefill_tokens or decode_seqs > 0")
     batch = BatchShape(**counts, prefill_attention_pairs=_number(row, "prefill_attention_pairs", where) or 0.0)
@@ -72,7 +75,7 @@ def sample_from_row(row: dict[str, Any], where: str) -> StepSample:
         if remote is not None and remote > 1:
             raise ValueError(f"{where}: field 'remote_fraction': expected <= 1, got {remote}")
         moe = MoeFactors(imbalance=imbalance or 1.0, remote_fraction=remote or 0.0)
-    return StepSample(batch=batch, seconds=seconds, moe=moe)
+    return StepSample(batch=batch, seconds=seconds, moe=moe, request_overheads=request_overheads)
 
 
 def load_samples(path: str | os.PathLike[str]) -> list[StepSample]:

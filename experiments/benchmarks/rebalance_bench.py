@@ -106,22 +106,37 @@ class ObservedModel:
         return seconds
 
 
-class Straggler:
-    """Ticker that slows engine 0 by ``factor`` from ``at_s`` on (its steps then feed ``learner``,
-    a per-engine online model), then runs ``inner`` (the rebalancing ticker, or nothing)."""
+class SwitchableModel:
+    """Engine 0's step model in the straggler scenario (given through ``ClusterConfig.step_models``):
+    ``normal`` until :meth:`switch`, then ``slowed``."""
 
-    def __init__(self, inner: RebalancingTicker | None, truth: StepTimeModel, learner: OnlineStepModel,
-                 factor: float, at_s: float, seed: int) -> None:
+    def __init__(self, normal: StepTimeModel, slowed: StepTimeModel) -> None:
+        self.current = normal
+        self.slowed = slowed
+
+    def switch(self) -> None:
+        self.current = self.slowed
+
+    def step_seconds(self, batch: BatchShape, moe: MoeFactors | None = None) -> float:
+        return self.current.step_seconds(batch, moe)
+
+
+class Straggler:
+    """Ticker that slows engine 0 by ``factor`` from ``at_s`` on (``model`` switches to a slowed
+    model whose steps feed ``learner``, a per-engine online model), then runs ``inner`` (the
+    rebalancing ticker, or nothing)."""
+
+    def __init__(self, inner: RebalancingTicker | None, normal: StepTimeModel, truth: StepTimeModel,
+                 learner: OnlineStepModel, factor: float, at_s: float, seed: int) -> None:
         self.inner = inner
         self.period_s = inner.period_s if inner is not None else 0.02
-        self.slowed = ObservedModel(truth, learner, noise=0.03, factor=factor, change_step=0, seed=seed)
+        self.model = SwitchableModel(normal, ObservedModel(truth, learner, noise=0.03, factor=factor,
+                                                           change_step=0, seed=seed))
         self.at_s = at_s
-        self.applied = False
 
     def tick(self, engines: list, now: float) -> list[int]:
-        if not self.applied and now >= self.at_s:
-            engines[0].model = self.slowed  # the engine's true speed changes mid-run
-            self.applied = True
+        if now >= self.at_s:
+            self.model.switch()  # the engine's true speed changes mid-run
         return [] if self.inner is None else self.inner.tick(engines, now)
 
 
@@ -170,12 +185,14 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
         ticker = RebalancingTicker(SelectiveRebalancer(config, step_models), dispatcher, slo.ttft_s,
                                    deadlines=deadlines,
                                    size_error=None if variant == "no-prediction" else size_error)
-    cluster = ClusterConfig(engines=args.engines, engine=engine, queue_factory=queue_factory,
-                            load_refresh_s=args.load_refresh_s)
-    started = time.perf_counter()
     hook = ticker
+    engine_models = None
     if straggler:
-        hook = Straggler(ticker, base, own, args.straggler_factor, args.straggler_at_s, seed)
+        hook = Straggler(ticker, engine_model, base, own, args.straggler_factor, args.straggler_at_s, seed)
+        engine_models = [hook.model] + [engine_model] * (args.engines - 1)
+    cluster = ClusterConfig(engines=args.engines, engine=engine, queue_factory=queue_factory,
+                            load_refresh_s=args.load_refresh_s, step_models=engine_models)
+    started = time.perf_counter()
     result = simulate(requests, cluster, engine_model, dispatcher, hook)
     wall = time.perf_counter() - started
     summary = run_result(result, variant, {}, Slo(ttft_ms=args.slo_ttft_ms)).summary

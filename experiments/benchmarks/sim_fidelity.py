@@ -1,20 +1,29 @@
 """Simulator fidelity against a real CPU engine: calibrate, replay a trace at three loads, compare.
 
-1. Start a real CPU server (vLLM by default) on the tiny Qwen3-MoE with ``--max-num-seqs``.
-2. Calibration sweep with ``moesched bench``: decode steps = mean TPOT of B simultaneous requests
-   (32-token prompts, 256 output tokens, 3 rounds) for B in ``--decode-batches`` (TPOT, not the median ITL:
-   on a loaded CPU the stream delivers tokens in bursts, so single gaps are often ~0); prefill
-   steps = median TTFT of 6 lone requests with P-token prompts (1 output token) for P in
-   ``--prefill-lengths``. The rows go through ``moesched calibrate`` (dense ridge searched) as a
-   dense structure (``--num-experts 0``): the tiny model's 8 experts are touched by almost every
-   step, so a distinct-experts term is not identifiable from a handful of noisy CPU rows.
-3. Replay the Azure conv trace (clipped to the server's max model length) at three rates with
-   ``moesched bench`` and simulate the same workload with ``moesched simulate`` (one engine, the
-   server's limits, the calibrated model).
-4. Print measured vs simulated mean TTFT, P99 TTFT and mean TPOT with the relative error, and
-   write ``results/sim_fidelity_<engine>.json`` (all run JSON files stay in ``--work-dir``).
+1. Start a real CPU server (vLLM or SGLang) on the tiny Qwen3-MoE with ``--max-running`` slots.
+2. Each round (``--rounds``, interleaved so slow phases of a shared machine hit every phase alike):
+   - calibration sweep with ``moesched bench`` (after a warm-up burst). Decode steps: B
+     simultaneous requests with P-token prompts and 128 output tokens (3 repeats); their mean TPOT
+     (one row per point: the median over repeats and rounds) is a step of B decodes
+     over ``B * (P + 64)`` KV tokens (TPOT excludes the first token, so neither the prefill nor
+     the per-request overhead is in it). Prefill steps: 6 lone requests with P-token prompts and
+     1 output token; their median TTFT (over rounds) is one prefill step of P tokens *plus one per-request
+     overhead* (HTTP, tokenization, IPC, detokenization, streaming), the row's
+     ``request_overheads: 1``. The fit separates the two: the overhead is a column of its own, so
+     it is not smeared over every step (``perf_model.fit``).
+   - replay of the Azure conv trace (clipped to the server's max model length) at each rate.
+3. ``moesched calibrate`` on all rounds' rows (dense structure, ridge searched: the tiny model's 8
+   experts are touched by almost every step, so a distinct-experts term is not identifiable).
+   Without ``--rates`` the rates are chosen after round 0 from the calibrated simulator: its
+   throughput with every request queued at once (the service rate) times ``--load-fractions``.
+4. ``moesched simulate`` of the same workload with the calibrated model (per-request overhead
+   included) and the server's limits (max running, chunk size, KV capacity, admission rule).
+5. Print measured (records of all rounds pooled) vs simulated mean TTFT, P99 TTFT and mean TPOT
+   with the relative error, and write ``results/sim_fidelity/<engine>.json``; run JSON files stay
+   in ``--work-dir``.
 
-Usage: python experiments/benchmarks/sim_fidelity.py [--engine vllm] [--rates 1,3,6] [--requests 120]
+Usage: python experiments/benchmarks/sim_fidelity.py [--engine vllm|sglang] [--rounds 2]
+       [--rates R1,R2,R3 | --load-fractions 0.4,0.9,1.3] [--requests 120] [--reuse]
 """
 
 from __future__ import annotations
@@ -22,18 +31,47 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.metrics.runs import load_runs
+from experiments.metrics.runs import RunResult, load_runs
+from experiments.metrics.summary import summarize
 from moesched_base.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "tiny-qwen3-moe"
 TRACE = REPO / "data" / "traces" / "azure2023_conv.csv"
 MAX_MODEL_LEN = 2048
-MAX_BATCHED_TOKENS = 2048  # vLLM CPU default max_num_batched_tokens (notes: cpu-engines.md)
+DECODE_OUTPUT = 128
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """The server's batching limits, as the simulator's flags (read from the engines' defaults).
+
+    vLLM 0.32.0 CPU API server: ``max_num_batched_tokens`` 2048 (``EngineArgs.get_batch_defaults``,
+    CPU branch), KV cache 1 GiB = 2,097,152 tokens (server log), admits a request when its first
+    chunk fits. SGLang 0.5.23 CPU: ``chunked_prefill_size`` 4096 (server log), KV pool =
+    ``--max-total-tokens``, admits when the whole uncached prompt fits.
+    """
+
+    max_batched_tokens: int
+    kv_capacity_tokens: int
+    admit_first_chunk: bool
+
+    def sim_flags(self, max_running: int) -> list[str]:
+        flags = ["--max-running", str(max_running), "--max-batched-tokens", str(self.max_batched_tokens),
+                 "--kv-capacity-tokens", str(self.kv_capacity_tokens)]
+        return flags + (["--admit-first-chunk"] if self.admit_first_chunk else [])
+
+
+SGLANG_KV_TOKENS = 65536
+LIMITS = {"vllm": EngineLimits(2048, 2_097_152, True), "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False)}
 
 
 def _run(argv: list[str]) -> None:
@@ -42,13 +80,12 @@ def _run(argv: list[str]) -> None:
         raise RuntimeError(f"moesched {' '.join(argv[:1])} exited {code}")
 
 
-def _bench(url: str, out: Path, workload: list[str], reuse: bool, repeat: int = 1) -> dict:
-    """Summary of a bench run against ``url`` (or of ``out`` if it exists and ``reuse``)."""
-    if reuse and out.exists():
-        return load_runs(out)[0].summary
-    _run(["bench", *workload, "--repeat", str(repeat), "--endpoint", f"real={url}", "--tokenizer", str(MODEL),
-          "--no-progress", "--cooldown", "0.5", "--out", str(out)])
-    return load_runs(out)[0].summary
+def _bench(url: str, out: Path, workload: list[str], reuse: bool, repeat: int = 1, seed: int = 0) -> RunResult:
+    """The run of ``moesched bench`` against ``url`` (or the one stored in ``out`` with ``reuse``)."""
+    if not (reuse and out.exists()):
+        _run(["bench", *workload, "--repeat", str(repeat), "--seed", str(seed), "--endpoint", f"real={url}",
+              "--tokenizer", str(MODEL), "--no-progress", "--cooldown", "0.5", "--out", str(out)])
+    return load_runs(out)[0]
 
 
 def _synthetic(path: Path, requests: int, rate: float, input_tokens: int, output_tokens: int) -> list[str]:
@@ -58,85 +95,174 @@ def _synthetic(path: Path, requests: int, rate: float, input_tokens: int, output
     return ["--trace", str(path), "--format", "synthetic"]
 
 
-def sweep_rows(url: str, work: Path, batches: list[int], lengths: list[int], reuse: bool) -> list[dict]:
-    """Measured step rows (decode from TPOT, prefill from TTFT)."""
+def warm_up(url: str, work: Path) -> None:
+    """A throwaway burst (the first requests after start-up pay one-off costs: lazy init, caches)."""
+    _bench(url, work / "warmup.json", _synthetic(work / "warmup.spec.json", 8, 1000.0, 512, 32), reuse=False)
+
+
+def sweep(url: str, work: Path, tag: str, decode: list[tuple[int, int]], prefill: list[int],
+          reuse: bool, seed: int) -> dict[str, list[float]]:
+    """One sweep round (see the module docstring); files ``<tag>_*.json``. Returns point name ->
+    measured ms: each repeat's mean TPOT of a decode point, each request's TTFT of a prefill point."""
+    measured: dict[str, list[float]] = {}
+    for b, p in decode:
+        name = f"decode_{b}x{p}"
+        run = _bench(url, work / f"{tag}_{name}.json",
+                     _synthetic(work / f"{name}.spec.json", b, 1000.0, p, DECODE_OUTPUT), reuse, repeat=3, seed=seed)
+        measured[name] = [rep["tpot_ms"]["mean"] for rep in run.repeats if rep["tpot_ms"]["mean"] is not None]
+    for p in prefill:
+        name = f"prefill_{p}"
+        run = _bench(url, work / f"{tag}_{name}.json", _synthetic(work / f"{name}.spec.json", 6, 1.0, p, 1), reuse,
+                     seed=seed)
+        measured[name] = [r.ttft_ms for r in run.requests if r.ok and r.ttft_ms is not None]
+    return measured
+
+
+def calibration_rows(measured: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """One step row per sweep point: the median over all rounds (robust to a shared machine's
+    slow moments). Decode ``BxP``: B decodes over ``B * (P + 64)`` KV tokens; prefill ``P``: one
+    P-token prefill step plus one per-request overhead."""
     rows = []
-    for b in batches:
-        s = _bench(url, work / f"decode_{b}.json",
-                   _synthetic(work / f"decode_{b}.spec.json", b, 1000.0, 32, 256), reuse, repeat=3)
-        rows.append({"decode_seqs": b, "kv_context_tokens": b * (32 + 128), "step_ms": s["tpot_ms"]["mean"]})
-    for p in lengths:
-        s = _bench(url, work / f"prefill_{p}.json", _synthetic(work / f"prefill_{p}.spec.json", 6, 0.5, p, 1),
-                   reuse)
-        rows.append({"prefill_tokens": p, "kv_context_tokens": p, "step_ms": s["ttft_ms"]["p50"]})
+    for name, values in measured.items():
+        kind, _, size = name.partition("_")
+        if kind == "decode":
+            b, p = (int(x) for x in size.split("x"))
+            rows.append({"decode_seqs": b, "kv_context_tokens": b * (p + DECODE_OUTPUT // 2),
+                         "step_ms": statistics.median(values)})
+        else:
+            rows.append({"prefill_tokens": int(size), "kv_context_tokens": int(size), "request_overheads": 1,
+                         "step_ms": statistics.median(values)})
     return rows
+
+
+def calibrate(rows: list[dict[str, Any]], work: Path, name: str) -> Path:
+    """Fit the rows with ``moesched calibrate``; returns the coefficients file."""
+    steps = work / f"{name}.steps.json"
+    steps.write_text(json.dumps(rows))
+    coef = work / f"{name}.coef.json"
+    _run(["calibrate", "--steps", str(steps), "--search-ridge", "--name", name, "--out", str(coef)])
+    return coef
+
+
+def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: Path) -> dict[str, Any]:
+    """Summary of ``moesched simulate`` of the replay at ``rate`` on one engine."""
+    _run(["simulate", *replay, "--rate", str(rate), "--gpu-model", str(coef), "--engines", "1", *flags,
+          "--out", str(out)])
+    return load_runs(out)[0].summary
+
+
+def pooled_summary(runs: list[RunResult]) -> dict[str, Any]:
+    """Summary over the records of several rounds (durations summed, as ``bench --repeat`` does)."""
+    records = [r for run in runs for r in run.requests]
+    return summarize(records, sum(run.summary["duration_s"] for run in runs))
+
+
+def choose_rates(coef: Path, replay: list[str], flags: list[str], fractions: list[float], work: Path) -> list[float]:
+    """Rates = simulated service rate (every request queued at once) times ``fractions``."""
+    saturated = simulate(coef, replay, 1000.0, flags, work / "capacity.sim.json")
+    service = saturated["request_throughput"]
+    print(f"simulated service rate {service:.2f} req/s")
+    return [round(service * f, 2) for f in fractions]
 
 
 def _error(sim: float | None, real: float | None) -> float | None:
     return None if sim is None or not real else (sim - real) / real
 
 
+METRICS = (("TTFT mean", "ttft_ms", "mean"), ("TTFT p99", "ttft_ms", "p99"), ("TPOT mean", "tpot_ms", "mean"))
+
+
+def compare(rates: list[float], real: dict[float, dict[str, Any]], sim: dict[float, dict[str, Any]],
+            labels: list[str]) -> list[dict[str, Any]]:
+    """Measured vs simulated rows (printed as a table)."""
+    table = []
+    print(f"{'load':<16} {'rate':>5} {'metric':<10} {'measured ms':>11} {'simulated ms':>12} {'error':>7}")
+    for label, rate in zip(labels, rates):
+        for metric, key, stat in METRICS:
+            measured, simulated = real[rate][key][stat], sim[rate][key][stat]
+            err = _error(simulated, measured)
+            table.append({"load": label, "rate_rps": rate, "metric": metric, "measured_ms": measured,
+                          "simulated_ms": simulated, "relative_error": err})
+            print(f"{label:<16} {rate:>5g} {metric:<10} {measured:>11.1f} {simulated:>12.1f} "
+                  f"{'n/a' if err is None else f'{err:+.0%}':>7}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=("vllm", "sglang"), default="vllm")
-    parser.add_argument("--max-num-seqs", type=int, default=16)
-    parser.add_argument("--rates", default="1,3,6", help="replay rates (req/s): light, near saturation, overloaded")
+    parser.add_argument("--max-running", type=int, default=16, help="max running requests of the server")
+    parser.add_argument("--rates", help="replay rates (req/s) for light, near saturation, overloaded")
+    parser.add_argument("--load-fractions", default="0.4,0.9,1.3",
+                        help="without --rates: fractions of the simulated service rate")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved sweep + replay rounds")
     parser.add_argument("--requests", type=int, default=120)
-    parser.add_argument("--decode-batches", default="1,2,4,8,16")
-    parser.add_argument("--prefill-lengths", default="64,256,512,1024,1800")
+    parser.add_argument("--decode", default="1x32,4x32,8x32,16x32,4x1024,16x1024",
+                        help="decode sweep points BxP (B requests, P-token prompts)")
+    parser.add_argument("--prefill-lengths", default="16,512,1024,1792")
     parser.add_argument("--work-dir", default="/tmp/moesched_fidelity")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse bench results already in --work-dir (no server if all exist)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    work = Path(args.work_dir)
+    work = Path(args.work_dir) / args.engine
     work.mkdir(parents=True, exist_ok=True)
-    extra = (("--max-num-seqs", str(args.max_num_seqs)) if args.engine == "vllm"
-             else ("--max-running-requests", str(args.max_num_seqs)))
-    config = ServerConfig(args.engine, pick_free_port(), extra_args=extra, max_model_len=MAX_MODEL_LEN,
-                          sglang_max_total_tokens=65536)
-    rates = [float(r) for r in args.rates.split(",")]
+    limits = LIMITS[args.engine]
+    flags = limits.sim_flags(args.max_running)
     replay = ["--trace", str(TRACE), "--format", "azure", "--max-requests", str(args.requests),
               "--max-total-tokens", str(MAX_MODEL_LEN)]
-    batches = [int(b) for b in args.decode_batches.split(",")]
-    lengths = [int(p) for p in args.prefill_lengths.split(",")]
-    names = ([f"decode_{b}" for b in batches] + [f"prefill_{p}" for p in lengths]
-             + [f"real_{rate:g}" for rate in rates])
-    if args.reuse and all((work / f"{name}.json").exists() for name in names):
-        url = "http://unused"
-        rows = sweep_rows(url, work, batches, lengths, True)
-        real = {rate: _bench(url, work / f"real_{rate:g}.json", [], True) for rate in rates}
-    else:
-        with EngineServer(config) as server:
-            rows = sweep_rows(server.base_url, work, batches, lengths, args.reuse)
-            real = {rate: _bench(server.base_url, work / f"real_{rate:g}.json", [*replay, "--rate", str(rate)],
-                                 args.reuse) for rate in rates}
-    steps = work / "steps.json"
-    steps.write_text(json.dumps(rows))
-    coef = work / "coef.json"
-    _run(["calibrate", "--steps", str(steps), "--search-ridge",
-          "--name", f"tiny-qwen3-moe-{args.engine}-cpu", "--out", str(coef)])
-    table = []
-    print(f"{'rate':>5} {'metric':<10} {'measured ms':>11} {'simulated ms':>12} {'error':>7}")
-    for rate in rates:
-        out = work / f"sim_{rate:g}.json"
-        _run(["simulate", *replay, "--rate", str(rate), "--gpu-model", str(coef), "--engines", "1",
-              "--max-running", str(args.max_num_seqs), "--max-batched-tokens", str(MAX_BATCHED_TOKENS),
-              "--kv-capacity-tokens", "1000000", "--admit-first-chunk", "--out", str(out)])
-        sim = load_runs(out)[0].summary
-        for metric, path in (("TTFT mean", ("ttft_ms", "mean")), ("TTFT p99", ("ttft_ms", "p99")),
-                             ("TPOT mean", ("tpot_ms", "mean"))):
-            measured, simulated = real[rate][path[0]][path[1]], sim[path[0]][path[1]]
-            err = _error(simulated, measured)
-            table.append({"rate_rps": rate, "metric": metric, "measured_ms": measured,
-                          "simulated_ms": simulated, "relative_error": err})
-            print(f"{rate:>5g} {metric:<10} {measured:>11.1f} {simulated:>12.1f} "
-                  f"{'n/a' if err is None else f'{err:+.0%}':>7}")
-    out_path = args.out or str(REPO / f"results/sim_fidelity_{args.engine}.json")
-    atomic_write_json(out_path, {"benchmark": "sim_fidelity", "engine": args.engine,
-                                 "max_num_seqs": args.max_num_seqs, "requests": args.requests,
-                                 "calibration_rows": rows, "coefficients": json.loads(coef.read_text()),
-                                 "load_average_1m": os.getloadavg()[0], "rows": table})
+    decode = [(int(b), int(p)) for b, p in (item.split("x") for item in args.decode.split(","))]
+    prefill = [int(p) for p in args.prefill_lengths.split(",")]
+    labels = ["light", "near saturation", "overloaded"]
+    rates_file = work / "rates.json"
+    rates = [float(r) for r in args.rates.split(",")] if args.rates else (
+        json.loads(rates_file.read_text()) if args.reuse and rates_file.exists() else None)
+    extra = (("--max-num-seqs", str(args.max_running)) if args.engine == "vllm"
+             else ("--max-running-requests", str(args.max_running)))
+    config = ServerConfig(args.engine, pick_free_port(), extra_args=extra, max_model_len=MAX_MODEL_LEN,
+                          sglang_max_total_tokens=SGLANG_KV_TOKENS)
+    measured: dict[str, list[float]] = {}
+    real_runs: dict[float, list[RunResult]] = {}
+    loads: list[float] = []
+    started = time.time()
+    server: EngineServer | None = None
+    try:
+        for r in range(args.rounds):
+            names = [f"r{r}_decode_{b}x{p}" for b, p in decode] + [f"r{r}_prefill_{p}" for p in prefill]
+            names += [f"r{r}_real_{rate:g}" for rate in rates or []]
+            needs_server = rates is None or not (args.reuse and all((work / f"{n}.json").exists() for n in names))
+            if needs_server and server is None:
+                server = EngineServer(config).start()
+                warm_up(server.base_url, work)
+            url = server.base_url if server is not None else "http://unused"
+            for name, values in sweep(url, work, f"r{r}", decode, prefill, args.reuse, seed=r).items():
+                measured.setdefault(name, []).extend(values)
+            if rates is None:
+                coef = calibrate(calibration_rows(measured), work, "round0")
+                rates = choose_rates(coef, replay, flags, [float(f) for f in args.load_fractions.split(",")], work)
+                atomic_write_json(rates_file, rates)
+            for rate in rates:
+                run = _bench(url, work / f"r{r}_real_{rate:g}.json", [*replay, "--rate", str(rate)], args.reuse,
+                             seed=r)
+                real_runs.setdefault(rate, []).append(run)
+            loads.append(os.getloadavg()[0])
+    finally:
+        if server is not None:
+            server.stop()
+    rows = calibration_rows(measured)
+    coef = calibrate(rows, work, f"tiny-qwen3-moe-{args.engine}-cpu")
+    real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
+    sim = {rate: simulate(coef, replay, rate, flags, work / f"sim_{rate:g}.json") for rate in rates}
+    table = compare(rates, real, sim, labels)
+    out_path = args.out or str(REPO / f"results/sim_fidelity/{args.engine}.json")
+    atomic_write_json(out_path, {
+        "benchmark": "sim_fidelity", "engine": args.engine, "max_running": args.max_running,
+        "requests": args.requests, "rounds": args.rounds, "rates_rps": rates, "sim_flags": flags,
+        "calibration_rows": rows, "calibration_samples_ms": measured, "coefficients": json.loads(coef.read_text()),
+        "per_round": {f"{rate:g}": [run.summary for run in runs] for rate, runs in real_runs.items()},
+        "load_average_1m_per_round": loads,
+        "load_average_1m_median": statistics.median(loads) if loads else None,
+        "wall_s": time.time() - started, "rows": table})
     print(f"wrote {out_path}")
 
 

@@ -7,6 +7,9 @@
 Rows: see :mod:`perf_model.samples_file`. The structure (experts, top-k, ridges) comes from a preset
 (``--like``) or the flags; ``--search-ridge`` picks the dense ridge (tokens per step at which the
 engine turns compute-bound) from a grid by R^2, for engines whose hardware figures are unknown (a CPU).
+Rows with ``request_overheads`` (a lone request's TTFT) make the fit estimate the per-request
+overhead as a term of its own (``request_overhead_s``), written as the file's ``request_overhead``
+(:mod:`perf_model.request_overhead`) and used by ``moesched simulate``.
 Prints R^2 and MAPE on the rows (and on a held-out share with ``--holdout``); the written file is
 what ``moesched simulate --gpu-model FILE`` and the policies' ``step_model`` accept.
 """
@@ -19,9 +22,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from perf_model.fit import FitReport, StepSample, evaluate, fit_step_model
+from perf_model.fit import REQUEST_OVERHEAD, FitReport, StepSample, evaluate, fit_step_model
 from perf_model.model_file import save_model
 from perf_model.presets import PRESETS, preset_names
+from perf_model.request_overhead import RequestOverhead
 from perf_model.samples_file import load_samples
 from perf_model.structural import FEATURE_NAMES, ModelStructure, StepCoefficients
 
@@ -41,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--moe-ridge-tokens", type=float, help="MoE ridge (default: dense ridge * E / k)")
     parser.add_argument("--search-ridge", action="store_true", help="choose the dense ridge from a grid by R^2")
     parser.add_argument("--fix", action="append", default=[], metavar="NAME=SECONDS",
-                        help=f"keep a coefficient at a value instead of fitting it ({', '.join(FEATURE_NAMES)})")
+                        help=f"keep a coefficient at a value instead of fitting it "
+                             f"({', '.join((*FEATURE_NAMES, REQUEST_OVERHEAD))})")
     parser.add_argument("--holdout", type=float, default=0.0,
                         help="share of rows (0..0.5) held out to report out-of-sample R^2 and MAPE")
     parser.add_argument("--seed", type=int, default=0, help="seed of the hold-out split")
@@ -63,17 +68,21 @@ def _structure(args: argparse.Namespace, dense_ridge: float) -> ModelStructure:
                           moe_ridge_tokens=moe_ridge)
 
 
-def _fixed(args: argparse.Namespace) -> tuple[StepCoefficients, tuple[str, ...]]:
+def _fixed(args: argparse.Namespace) -> tuple[StepCoefficients, tuple[str, ...], float]:
+    """(base coefficients, fixed names, fixed per-request overhead) from ``--fix``."""
     values: dict[str, float] = {}
+    names = (*FEATURE_NAMES, REQUEST_OVERHEAD)
     for item in args.fix:
         name, eq, value = item.partition("=")
-        if not eq or name not in FEATURE_NAMES:
-            raise ValueError(f"--fix {item!r}: expected NAME=SECONDS with NAME one of {', '.join(FEATURE_NAMES)}")
+        if not eq or name not in names:
+            raise ValueError(f"--fix {item!r}: expected NAME=SECONDS with NAME one of {', '.join(names)}")
         try:
             values[name] = float(value)
         except ValueError:
             raise ValueError(f"--fix {item!r}: expected a number of seconds") from None
-    return StepCoefficients(**values), tuple(values)
+    overhead = values.pop(REQUEST_OVERHEAD, None)
+    fixed = tuple(values) + (() if overhead is None else (REQUEST_OVERHEAD,))
+    return StepCoefficients(**values), fixed, overhead or 0.0
 
 
 def _split(samples: list[StepSample], share: float, seed: int) -> tuple[list[StepSample], list[StepSample]]:
@@ -87,10 +96,11 @@ def _split(samples: list[StepSample], share: float, seed: int) -> tuple[list[Ste
 
 def calibrate(args: argparse.Namespace, samples: list[StepSample]) -> FitReport:
     """Fit (searching the dense ridge when asked) and return the best report."""
-    base, fixed = _fixed(args)
+    base, fixed, overhead = _fixed(args)
     ridges = RIDGE_GRID if args.search_ridge else (
         PRESETS[args.like]().model.structure.dense_ridge_tokens if args.like else args.dense_ridge_tokens,)
-    reports = [fit_step_model(samples, _structure(args, ridge), base=base, fixed=fixed, name=args.name)
+    reports = [fit_step_model(samples, _structure(args, ridge), base=base, fixed=fixed, name=args.name,
+                              request_overhead_s=overhead)
                for ridge in ridges]
     return max(reports, key=lambda r: r.r2)
 
@@ -103,6 +113,8 @@ def _print_report(report: FitReport, label: str) -> None:
     for name in FEATURE_NAMES:
         mark = "fitted" if name in report.fitted else "fixed"
         print(f"  {name:<18} {getattr(report.model.coefficients, name):.6g}  ({mark})")
+    mark = "fitted" if REQUEST_OVERHEAD in report.fitted else "fixed"
+    print(f"  {REQUEST_OVERHEAD:<18} {report.request_overhead_s:.6g}  ({mark}; per request, not per step)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,8 +133,9 @@ def run(args: argparse.Namespace) -> int:
     report = calibrate(args, train)
     _print_report(report, f"fit on {args.steps}")
     if held:
-        r2, mape = evaluate(report.model, held)
+        r2, mape = evaluate(report.model, held, report.request_overhead_s)
         print(f"held out: {len(held)} steps, R^2 {r2:.4f}, MAPE {mape:.2%}")
-    save_model(args.out, report.model, report)
+    # only the sum enqueue + response is identifiable from TTFT rows; it is stored as enqueue_s
+    save_model(args.out, report.model, report, RequestOverhead(enqueue_s=report.request_overhead_s))
     print(f"wrote {args.out}")
     return 0

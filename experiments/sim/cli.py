@@ -35,8 +35,9 @@ from experiments.sim.results import run_result
 from experiments.workloads.load import LOADERS, WorkloadSpec, load_workload
 from experiments.workloads.types import BLOCK_TOKENS, TraceRequest
 from perf_model.batch import MoeFactors, StepTimeModel
-from perf_model.model_file import resolve_model
+from perf_model.model_file import resolve_model, resolve_request_overhead
 from perf_model.presets import preset_names
+from perf_model.request_overhead import RequestOverhead
 from request_sched.policies import POLICY_NAMES, create_queue
 
 
@@ -73,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--gpu-model", default="qwen3-30b-a3b-h100",
                    help=f"step model: a preset ({', '.join(preset_names())}) or a coefficients JSON "
                         "from 'moesched calibrate'")
+    c.add_argument("--request-overhead-ms", type=float,
+                   help="per-request latency outside engine steps (sent -> queued), ms; default: the "
+                        "--gpu-model file's request_overhead (0 for presets)")
     c.add_argument("--max-running", type=int, default=256, help="running requests per engine at most")
     c.add_argument("--max-batched-tokens", type=int, default=8192, help="tokens per engine step at most")
     c.add_argument("--kv-capacity-tokens", type=int, default=160_000, help="KV-cache tokens per engine")
@@ -138,6 +142,15 @@ def _parse_config(text: str, default: RunSpec) -> RunSpec:
     return replace(spec, engine=replace(spec.engine, **engine_changes))
 
 
+def request_overhead(args: argparse.Namespace) -> RequestOverhead:
+    """``--request-overhead-ms`` (as enqueue time), else the ``--gpu-model`` file's overhead."""
+    if args.request_overhead_ms is None:
+        return resolve_request_overhead(args.gpu_model)
+    if not args.request_overhead_ms >= 0:
+        raise ValueError(f"--request-overhead-ms: expected >= 0, got {args.request_overhead_ms}")
+    return RequestOverhead(enqueue_s=args.request_overhead_ms / 1e3)
+
+
 def run_specs(args: argparse.Namespace, model: StepTimeModel) -> list[RunSpec]:
     """The runs the command line asks for (one per ``--config``, or one from the defaults)."""
     budget = None
@@ -148,7 +161,8 @@ def run_specs(args: argparse.Namespace, model: StepTimeModel) -> list[RunSpec]:
     engine = EngineConfig(max_running=args.max_running, max_batched_tokens=args.max_batched_tokens,
                           kv_capacity_tokens=args.kv_capacity_tokens,
                           prefix_caching=not args.no_prefix_caching,
-                          admit_whole_prompt=not args.admit_first_chunk, budget=budget)
+                          admit_whole_prompt=not args.admit_first_chunk, budget=budget,
+                          request_overhead=request_overhead(args))
     default = RunSpec(label=f"{args.policy}+{args.dispatch}", policy=args.policy, dispatch=args.dispatch,
                       engines=args.engines, engine=engine, load_refresh_s=args.load_refresh_s,
                       placement=args.placement)
@@ -192,7 +206,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
         "engines": spec.engines, "max_running": engine.max_running,
         "max_batched_tokens": engine.max_batched_tokens, "kv_capacity_tokens": engine.kv_capacity_tokens,
         "prefix_caching": engine.prefix_caching, "admit_whole_prompt": engine.admit_whole_prompt,
-        "load_refresh_s": spec.load_refresh_s,
+        "load_refresh_s": spec.load_refresh_s, "request_overhead": engine.request_overhead.to_dict(),
         "tpot_slo_budget_ms": args.tpot_slo_budget_ms, "placement": spec.placement,
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},
         "workload": {"trace": args.trace, "format": args.format, "requests": len(requests), "rate_rps": args.rate,

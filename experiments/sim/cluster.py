@@ -3,7 +3,9 @@
 Events are request arrivals (the workload, sorted by time) and engine step ends (a heap of
 ``(time, sequence, engine)``). At an arrival the dispatcher picks an engine from the engines'
 load reports, which are live or refreshed every ``load_refresh_s`` seconds (stale, as a real
-router's polled metrics); an idle engine starts a step at once. At a step end the engine applies
+router's polled metrics); an idle engine starts a step at once. A request "arrives" (is dispatched
+and enqueued) ``EngineConfig.request_overhead.enqueue_s`` after it was sent (a constant, so the
+arrival order is kept). At a step end the engine applies
 the step and schedules the next. Ties are broken by event sequence number, so a run is a pure
 function of its inputs (policies that draw random numbers take their own seed).
 
@@ -81,7 +83,7 @@ def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: Ste
     Args:
         workload: the requests; ``arrival_s`` must be non-decreasing and ids unique.
         config: engine limits, the request policy (one queue per engine) and load staleness.
-        model: step-latency model of one engine.
+        model: step-latency model of every engine (unless ``config.step_models`` gives one each).
         dispatcher: picks an engine per request (the same object the router and plugin run).
         ticker: optional periodic hook (see the module docstring).
 
@@ -99,8 +101,10 @@ def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: Ste
     def on_finish(req: SimRequest, now: float) -> None:
         dispatcher.on_finished(req.dispatch, req.engine_id, now, req.generated)
 
-    engines = [SimEngine(i, config.engine, config.queue_factory(), model, config.moe, on_finish)
+    models = config.step_models or [model] * config.engines
+    engines = [SimEngine(i, config.engine, config.queue_factory(), models[i], config.moe, on_finish)
                for i in range(config.engines)]
+    enqueue_s = config.engine.request_overhead.enqueue_s
     loads = _Loads(engines, config.load_refresh_s)
 
     def start_step(engine: SimEngine, now: float) -> None:
@@ -113,14 +117,15 @@ def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: Ste
     while next_arrival < len(requests) or events:
         if ticker is not None and next_tick <= min(
                 events[0][0] if events else float("inf"),
-                requests[next_arrival].trace.arrival_s if next_arrival < len(requests) else float("inf")):
+                requests[next_arrival].trace.arrival_s + enqueue_s if next_arrival < len(requests)
+                else float("inf")):
             for engine_id in ticker.tick(engines, next_tick):
                 if not engines[engine_id].busy:
                     start_step(engines[engine_id], next_tick)
             next_tick += ticker.period_s
             continue
         if events and (next_arrival >= len(requests)
-                       or events[0][0] <= requests[next_arrival].trace.arrival_s):
+                       or events[0][0] <= requests[next_arrival].trace.arrival_s + enqueue_s):
             now, _, engine_id = heapq.heappop(events)
             engine = engines[engine_id]
             engine.end_step(now)
@@ -128,7 +133,7 @@ def simulate(workload: Sequence[TraceRequest], config: ClusterConfig, model: Ste
             continue
         req = requests[next_arrival]
         next_arrival += 1
-        now = req.trace.arrival_s
+        now = req.trace.arrival_s + enqueue_s
         engine_id = dispatcher.pick(req.dispatch, loads.at(now), now)
         if not 0 <= engine_id < len(engines):
             raise RuntimeError(f"dispatcher {type(dispatcher).__name__} picked engine {engine_id}, "

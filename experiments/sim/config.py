@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from perf_model.batch import MoeFactors
+from perf_model.batch import MoeFactors, StepTimeModel
+from perf_model.request_overhead import RequestOverhead
 from request_sched.queue import RequestQueue
 
 
@@ -38,6 +39,10 @@ class EngineConfig:
             holds at most this many requests (SGLang's lpm stops matching above 128).
         budget: optional per-step prefill budget; a step then prefills at most
             ``min(budget.budget(...), max_batched_tokens - decode_seqs)`` tokens.
+        request_overhead: per-request latency outside engine steps (HTTP, tokenization, IPC,
+            streaming; :mod:`perf_model.request_overhead`): a request enters the waiting queue
+            ``enqueue_s`` after it was sent, and every token reaches the client ``response_s``
+            after its step ends. Default 0 (the GPU presets have no cited figure).
     """
 
     max_running: int = 256
@@ -47,6 +52,7 @@ class EngineConfig:
     admit_whole_prompt: bool = True
     rematch_waiting_max: int = 128
     budget: PrefillBudget | None = None
+    request_overhead: RequestOverhead = field(default_factory=RequestOverhead)
 
     def __post_init__(self) -> None:
         if self.max_running < 1:
@@ -68,6 +74,8 @@ class ClusterConfig:
         load_refresh_s: how often the dispatcher's engine-load snapshots refresh (seconds);
             0 = always current.
         moe: placement factors of every engine (None: no expert-parallel terms).
+        step_models: one step model per engine (heterogeneous engines, e.g. a straggler); None:
+            every engine runs the model passed to :func:`~experiments.sim.cluster.simulate`.
     """
 
     engines: int
@@ -75,9 +83,12 @@ class ClusterConfig:
     queue_factory: Callable[[], RequestQueue]
     load_refresh_s: float = 0.0
     moe: MoeFactors | None = None
+    step_models: Sequence[StepTimeModel] | None = None
 
     def __post_init__(self) -> None:
         if self.engines < 1:
             raise ValueError(f"engines: expected >= 1, got {self.engines}")
+        if self.step_models is not None and len(self.step_models) != self.engines:
+            raise ValueError(f"step_models: expected one per engine ({self.engines}), got {len(self.step_models)}")
         if self.load_refresh_s < 0:
             raise ValueError(f"load_refresh_s: expected >= 0, got {self.load_refresh_s}")

@@ -100,6 +100,11 @@ class SimEngine:
             return 0
         return self.cache.match(req.trace.prefix_blocks, (req.prompt_tokens - 1) // BLOCK_TOKENS)
 
+    def cached_prefix_tokens(self, req: SimRequest) -> int:
+        """Prompt tokens of ``req`` this engine's prefix cache would serve if it were admitted now
+        (whole blocks; 0 with prefix caching off). ``req`` need not be on this engine."""
+        return self._match(req) * BLOCK_TOKENS
+
     # --- arrivals -------------------------------------------------------------------------------
     def enqueue(self, req: SimRequest, now: float) -> None:
         """A request arrives (or returns after preemption) in the waiting queue."""
@@ -116,6 +121,18 @@ class SimEngine:
         self.waiting[req.trace.request_id] = req
         self.queue.add(req.waiting, now)
         self._report(now)
+
+    def withdraw(self, request_id: str, now: float) -> SimRequest | None:
+        """Take a waiting request out of this engine's queue and books (e.g. to move it to another
+        engine); returns it, or None if it is not waiting here (running, finished, elsewhere)."""
+        req = self.waiting.pop(request_id, None)
+        if req is None:
+            return None
+        self.queue.remove(req.waiting)
+        self.pending_prefill -= req.pending_estimate
+        req.pending_estimate = 0
+        self._report(now)
+        return req
 
     def _rematch_waiting(self) -> None:
         """Refresh the waiting requests' ``cached_tokens`` after the prefix cache changed."""

@@ -27,22 +27,7 @@ from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.rebalance import EngineQueue, Move, QueuedRequest, SelectiveRebalancer
 from experiments.sim.engine import SimEngine
 from experiments.sim.request_state import SimRequest
-from experiments.workloads.types import BLOCK_TOKENS
 from request_sched.deadline import DeadlineEstimator
-
-
-def withdraw_waiting(engine: SimEngine, req: SimRequest) -> bool:
-    """Take ``req`` out of ``engine``'s waiting queue and books; False if it is not waiting there."""
-    request_id = req.trace.request_id
-    if engine.waiting.get(request_id) is not req:
-        return False
-    engine.queue.remove(req.waiting)
-    del engine.waiting[request_id]
-    engine.pending_prefill -= req.pending_estimate
-    req.pending_estimate = 0
-    engine.load.waiting = len(engine.waiting)
-    engine.load.pending_prefill_tokens = engine.pending_prefill
-    return True
 
 
 class RebalancingTicker:
@@ -99,7 +84,7 @@ class RebalancingTicker:
                       for e in engines]
             by_id = {rid: req for e in engines for rid, req in e.waiting.items()}
             moves = self.rebalancer.propose(queues, now, lambda rid, target: self._predicted_tokens(
-                by_id[rid], engines[target]._match(by_id[rid]) * BLOCK_TOKENS))
+                by_id[rid], engines[target].cached_prefix_tokens(by_id[rid])))
         if self.apply_lag_ticks:
             self._pending.append(moves)
             return gained
@@ -117,8 +102,9 @@ class RebalancingTicker:
     def _apply(self, moves: list[Move], engines: list[SimEngine], now: float) -> list[int]:
         gained = []
         for move in moves:
-            req = engines[move.source].waiting.get(move.request_id)
-            if req is None or req.generated or req.segments or not withdraw_waiting(engines[move.source], req):
+            source = engines[move.source]
+            req = source.waiting.get(move.request_id)
+            if req is None or req.generated or req.segments or source.withdraw(move.request_id, now) is None:
                 self.moves_lost_race += 1
                 continue
             req.engine_id = move.target

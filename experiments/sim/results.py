@@ -2,8 +2,8 @@
 
 Token times come from the engines' step-end times: a request's tokens are produced at the ends of
 the steps in its ``segments``. Records follow :class:`~experiments.metrics.records.RequestRecord`
-(TTFT, TPOT, E2E from arrival; the simulator has no network, so ``start_s == arrival_s`` and every
-token is its own chunk). Per-token ITL lists are large (one float per output token), so records
+(TTFT, TPOT, E2E from arrival = when the client sent the request, so ``start_s == arrival_s``; a
+token is received ``request_overhead.response_s`` after its step ends; every token is its own chunk). Per-token ITL lists are large (one float per output token), so records
 carry them only on request; the pooled ITL statistics of the summary are always computed exactly
 from the step times with per-step weights, which equals ``numpy.percentile`` over the pooled gaps.
 """
@@ -27,8 +27,9 @@ def token_times(req: SimRequest, step_end_s: list[float]) -> np.ndarray:
 
 
 def request_record(req: SimRequest, step_end_s: list[float], label: str,
-                   include_itl: bool) -> RequestRecord:
-    """The :class:`RequestRecord` of one finished or failed request."""
+                   include_itl: bool, response_s: float = 0.0) -> RequestRecord:
+    """The :class:`RequestRecord` of one finished or failed request (tokens received
+    ``response_s`` after their steps end)."""
     trace = req.trace
     common = dict(request_id=trace.request_id, label=label, endpoint=f"sim-engine-{req.engine_id}",
                   arrival_s=trace.arrival_s, start_s=trace.arrival_s, input_tokens=trace.input_tokens,
@@ -38,8 +39,8 @@ def request_record(req: SimRequest, step_end_s: list[float], label: str,
                              error=req.error, **common)
     first_step = req.segments[0][0]
     last_step = req.segments[-1][1]
-    ttft = (step_end_s[first_step] - trace.arrival_s) * 1e3
-    e2e = (step_end_s[last_step] - trace.arrival_s) * 1e3
+    ttft = (step_end_s[first_step] + response_s - trace.arrival_s) * 1e3
+    e2e = (step_end_s[last_step] + response_s - trace.arrival_s) * 1e3
     itl: list[float] = []
     if include_itl and trace.output_tokens > 1:
         itl = (np.diff(token_times(req, step_end_s)) * 1e3).tolist()
@@ -107,8 +108,10 @@ def run_result(result: SimResult, label: str, config: dict[str, Any], slo: Slo =
     """
     records = []
     for req in result.requests:
-        ends = result.engines[req.engine_id].step_end_s if req.engine_id >= 0 else []
-        records.append(request_record(req, ends, label, include_itl))
+        engine = result.engines[req.engine_id] if req.engine_id >= 0 else None
+        ends = engine.step_end_s if engine is not None else []
+        response_s = engine.config.request_overhead.response_s if engine is not None else 0.0
+        records.append(request_record(req, ends, label, include_itl, response_s))
     start = min((r.arrival_s for r in records), default=0.0)
     finish = max((r.arrival_s + (r.e2e_ms or 0.0) / 1e3 for r in records), default=0.0)
     summary = summarize(records, max(finish - start, 1e-9), slo)
