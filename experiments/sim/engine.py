@@ -336,6 +336,8 @@ class SimEngine:
         load = self.load
         load.running = len(self.running)
         load.waiting = len(self.waiting)
-        load.kv_used_tokens = self.kv_used
+        # in use by requests (own tokens + pinned blocks), as SGLang's num_used_tokens: evictable
+        # prefix-cache blocks are free to the next admission, not load
+        load.kv_used_tokens = self.kv_used - self.cache.evictable_blocks * BLOCK_TOKENS
         load.pending_prefill_tokens = self.pending_prefill
         load.reported_s = now
