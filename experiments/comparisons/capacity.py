@@ -63,7 +63,7 @@ def saturation_capacity(stack: Stack, cluster: Cluster, requests: list[TraceRequ
     last_first_token = max(r.arrival_s + r.ttft_ms / 1e3 for r in run.requests if r.ok and r.ttft_ms is not None)
     first = len(done) // 10
     end_s = min(done[(9 * len(done)) // 10][0], last_first_token)
-    last = max(i for i, (t, _) in enumerate(done) if t <= end_s)
+    last = max((i for i, (t, _) in enumerate(done) if t <= end_s), default=first)
     window = done[last][0] - done[first][0]
     if last - first < len(done) // 5 or window <= 0:
         raise ValueError(f"capacity: {len(requests)} requests do not saturate the cluster (the waiting queue "
