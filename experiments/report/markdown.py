@@ -89,7 +89,7 @@ def render_markdown(runs: list[RunResult], baseline: str | None = None, title: s
     parts = [f"# {title}", ""]
     slo = runs[0].summary.get("slo") or {}
     rounds = max(len(run.repeats) for run in runs) or 1
-    parts.append(f"{len(runs[0].requests)} requests per run ({rounds} round(s)); SLOs: TTFT <= "
+    parts.append(f"{len(runs[0].requests) // rounds} requests x {rounds} round(s) per run; SLOs: TTFT <= "
                  f"{_fmt(slo.get('ttft_ms'), 0)} ms, TPOT <= {_fmt(slo.get('tpot_ms'), 0)} ms.")
     parts += ["", runs_table(runs)]
     if len(runs) > 1:

@@ -16,6 +16,9 @@ from moesched_base.atomic import atomic_write  # noqa: E402
 
 from experiments.metrics.runs import RunResult  # noqa: E402
 
+#: CDFs whose values span more than this factor get a logarithmic x axis
+LOG_SCALE_SPAN = 50.0
+
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     buf = io.BytesIO()
@@ -30,6 +33,10 @@ def _cdf(runs: list[RunResult], field: str, title: str, path: Path) -> Path:
         values = np.sort([getattr(r, field) for r in run.requests if r.ok and getattr(r, field) is not None])
         if values.size:
             ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=run.label)
+    lows = [line.get_xdata().min() for line in ax.get_lines()]
+    highs = [line.get_xdata().max() for line in ax.get_lines()]
+    if lows and min(lows) > 0 and max(highs) / min(lows) > LOG_SCALE_SPAN:
+        ax.set_xscale("log")
     ax.set_xlabel(f"{title} (ms)")
     ax.set_ylabel("fraction of requests")
     ax.set_title(f"{title} CDF")

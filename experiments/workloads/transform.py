@@ -33,9 +33,10 @@ def mean_rate(requests: list[TraceRequest]) -> float:
     if len(requests) < 2:
         raise ValueError(f"rate: expected at least 2 requests to define a rate, got {len(requests)}")
     span = requests[-1].arrival_s - requests[0].arrival_s
-    if span <= 0:
+    rate = (len(requests) - 1) / span if span > 0 else math.inf
+    if not math.isfinite(rate):
         raise ValueError("rate: all requests arrive at the same instant; the rate is undefined")
-    return (len(requests) - 1) / span
+    return rate
 
 
 def scale_to_rate(requests: list[TraceRequest], rate_rps: float) -> list[TraceRequest]:
