@@ -1,7 +1,8 @@
 """An engine cluster's capacity for a trace, and offered load as a fraction of it.
 
-Method (saturating run): offer the trace's first N requests all at time 0 to the baseline stack
-and measure the completion rate while the cluster is full:
+Method (saturating run): offer the replayed requests (repeated up to ``min_requests``, copies
+sharing no prefix, see :func:`~experiments.comparisons.traces.all_at_once`) all at time 0 to the
+baseline stack and measure the completion rate while the cluster is full:
 
     capacity = (completions in the window) / (window length)      requests/s
 
@@ -50,12 +51,15 @@ class Capacity:
                 "method": "saturating run: completions/s from the 10th percentile finish to the 90th or the queue emptying"}
 
 
-def saturation_capacity(stack: Stack, cluster: Cluster, requests: list[TraceRequest]) -> Capacity:
-    """Capacity of ``stack`` on ``cluster`` for the mix of ``requests`` (module docstring).
+def saturation_capacity(stack: Stack, cluster: Cluster, requests: list[TraceRequest],
+                        min_requests: int = 0) -> Capacity:
+    """Capacity of ``stack`` on ``cluster`` for the mix of ``requests`` (module docstring), from a
+    saturating run of at least ``min_requests`` requests.
 
     Raises ValueError when fewer than 20 requests complete or the queue emptied inside the window.
     """
-    run = run_stack(stack, cluster, all_at_once(requests), Slo(), {"saturating": True, "requests": len(requests)})
+    requests = all_at_once(requests, min_requests)
+    run = run_stack(stack, cluster, requests, Slo(), {"saturating": True, "requests": len(requests)})
     done = sorted((r.arrival_s + r.e2e_ms / 1e3, r.output_tokens) for r in run.requests
                   if r.ok and r.e2e_ms is not None)
     if len(done) < 20:

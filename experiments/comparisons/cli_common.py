@@ -19,7 +19,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, traces: str, requests:
     parser.add_argument("--requests", type=int, default=None,
                         help=f"requests replayed per trace (default {requests}; {quick_requests} with --quick)")
     parser.add_argument("--capacity-requests", type=int, default=None,
-                        help="requests of the saturating capacity run (default: 3 x --requests, at most the trace)")
+                        help="requests of the saturating capacity run: the replayed ones, repeated (default: 3 x --requests)")
     parser.add_argument("--load", type=float, default=0.9, help="offered load as a fraction of capacity")
     parser.add_argument("--quick", action="store_true", help="small version: fewer requests and configurations")
     parser.add_argument("--slo-ttft-ms", type=float, default=1000.0, help="TTFT objective of SLO attainment")

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     capacities, targets, sweeps, sections = {}, [], {}, []
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "request layer") as bar:
         for trace in traces:
-            capacity = saturation_capacity(todo[0], cluster, trace.load(n_capacity))
+            capacity = saturation_capacity(todo[0], cluster, trace.load(n_requests), n_capacity)
             bar.update()
             rate = args.load * capacity.rate_rps
             capacities[trace.name] = {**capacity.to_dict(), "offered_rate_rps": rate, "load": args.load}

@@ -43,6 +43,16 @@ def bundled_trace(name: str) -> BundledTrace:
         raise ValueError(f"--traces: unknown trace {name!r}; expected some of {', '.join(TRACES)}") from None
 
 
-def all_at_once(requests: list[TraceRequest]) -> list[TraceRequest]:
-    """The same requests, all arriving at time 0 (a saturating run)."""
-    return [replace(r, arrival_s=0.0) for r in requests]
+def all_at_once(requests: list[TraceRequest], total: int) -> list[TraceRequest]:
+    """At least ``total`` requests of the same mix, all arriving at time 0 (a saturating run).
+
+    ``requests`` is repeated as often as needed; copy k gets ids ``<id>#k`` and prefix block ids
+    shifted past every other copy's, so copies share no prefix (within a copy sharing is kept).
+    """
+    if not requests:
+        return []
+    span = 1 + max((b for r in requests for b in r.prefix_blocks), default=0)
+    copies = max(1, -(-total // len(requests)))
+    return [replace(r, request_id=f"{r.request_id}#{k}" if k else r.request_id, arrival_s=0.0,
+                    prefix_blocks=tuple(b + k * span for b in r.prefix_blocks))
+            for k in range(copies) for r in requests]

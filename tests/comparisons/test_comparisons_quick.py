@@ -77,7 +77,7 @@ def test_capacity_scales_with_engines():
     model = resolve_model("qwen3-30b-a3b-h100")
     requests = bundled_trace("azure-code").load(800)
     one, two = (saturation_capacity(Stack("fcfs"), Cluster(n, EngineConfig(), model, "h100", load_refresh_s=0.0),
-                                    requests) for n in (1, 2))
+                                    requests, 1600) for n in (1, 2))
     assert 1.6 < two.rate_rps / one.rate_rps < 2.4
 
 
