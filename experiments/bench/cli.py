@@ -93,7 +93,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError(f"--cooldown: expected a number >= 0, got {args.cooldown}")
 
 
-def _config(args: argparse.Namespace, endpoint: Endpoint, requests: list[TraceRequest]) -> dict[str, Any]:
+def _config(args: argparse.Namespace, endpoint: Endpoint, requests: list[TraceRequest],
+            rounds: list[ReplayResult]) -> dict[str, Any]:
     return {
         "endpoint": endpoint.url, "model": endpoint.model, "api": args.api,
         "priority_lower_first": endpoint.priority_lower_first,
@@ -101,6 +102,7 @@ def _config(args: argparse.Namespace, endpoint: Endpoint, requests: list[TraceRe
                      "max_requests": args.max_requests, "start_s": args.start_s, "duration_s": args.duration_s,
                      "max_total_tokens": args.max_total_tokens, "seed": args.seed},
         "repeat": args.repeat, "tokenizer": args.tokenizer, "client_host": platform.node(),
+        "host_load_avg_1m": [list(res.load_avg_1m) for res in rounds],
         "options": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
     }
 
@@ -114,7 +116,7 @@ def build_runs(args: argparse.Namespace, endpoints: list[Endpoint], requests: li
         records = [rec for res in mine for rec in res.records]
         summary = summarize(records, sum(res.duration_s for res in mine), slo)
         repeats = [summarize(res.records, res.duration_s, slo) for res in mine] if len(mine) > 1 else []
-        runs.append(RunResult(ep.label, _config(args, ep, requests), summary, records, repeats))
+        runs.append(RunResult(ep.label, _config(args, ep, requests, mine), summary, records, repeats))
     return runs
 
 

@@ -10,6 +10,7 @@ in each round so no server's prefix cache can reuse an earlier round's prompts.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -48,12 +49,14 @@ class ReplayOptions:
 
 @dataclass
 class ReplayResult:
-    """One endpoint's replay in one round: its records (in workload order) and wall duration in s."""
+    """One endpoint's replay in one round: its records (in workload order), wall duration in s and
+    the host's 1-minute load average at its start and end (a noisy shared machine shows here)."""
 
     endpoint: Endpoint
     repeat: int
     records: list[RequestRecord]
     duration_s: float
+    load_avg_1m: tuple[float, float]
 
 
 def round_order(endpoints: list[Endpoint], round_index: int) -> list[Endpoint]:
@@ -76,6 +79,7 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
             on_done()
             return record
 
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         tasks = []
         for req, prompt in zip(requests, prompts):
@@ -85,7 +89,7 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
             tasks.append(asyncio.create_task(one(req, prompt)))
         records = list(await asyncio.gather(*tasks))
         duration = time.perf_counter() - start
-    return ReplayResult(endpoint, repeat, records, duration)
+    return ReplayResult(endpoint, repeat, records, duration, (load_before, os.getloadavg()[0]))
 
 
 async def replay_all(endpoints: list[Endpoint], requests: list[TraceRequest], make_prompts: PromptFactory,

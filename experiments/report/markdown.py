@@ -92,6 +92,11 @@ def render_markdown(runs: list[RunResult], baseline: str | None = None, title: s
     parts.append(f"{len(runs[0].requests) // rounds} requests x {rounds} round(s) per run; SLOs: TTFT <= "
                  f"{_fmt(slo.get('ttft_ms'), 0)} ms, TPOT <= {_fmt(slo.get('tpot_ms'), 0)} ms.")
     parts += ["", runs_table(runs)]
+    loads = [(run.label, run.config.get("host_load_avg_1m")) for run in runs if run.config.get("host_load_avg_1m")]
+    if loads:
+        parts += ["", "Host 1-minute load average at the start -> end of each round (2 cores here; above 2 the "
+                      "machine was shared with other work):", ""]
+        parts += [f"- {label}: " + ", ".join(f"{a:.1f} -> {b:.1f}" for a, b in rounds_) for label, rounds_ in loads]
     if len(runs) > 1:
         base = baseline or runs[0].label
         parts += ["", f"Ratios against `{base}` (< 1: lower latency than `{base}`):", "", ratio_table(runs, base)]

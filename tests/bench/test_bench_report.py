@@ -45,3 +45,9 @@ def test_plots_and_report_command(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"runs": [{"label": "x"}]}')
     assert report_main([str(tmp_path / "bad.json")]) == 2
     assert "bad.json: runs[0].config: expected an object" in capsys.readouterr().err
+
+
+def test_host_load_is_reported_when_recorded():
+    a = run("a", 100.0, 600.0)
+    a.config["host_load_avg_1m"] = [[1.5, 2.25], [3.0, 4.0]]
+    assert "- a: 1.5 -> 2.2, 3.0 -> 4.0" in render_markdown([a])
