@@ -96,12 +96,8 @@ def run(args: argparse.Namespace) -> int:
             workload = {"trace": trace.name, "requests": len(requests), "rate_rps": rate, "load": args.load}
             runs: dict[str, RunResult] = {}
             for stack in todo:
-                run_ = run_stack(stack, cluster, requests, slo, workload)
-                run_.label = f"{trace.name}/{stack.label}"
-                runs[stack.label] = run_
+                runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
                 bar.update()
-            for stack_label, run_ in runs.items():
-                run_.label = stack_label
             targets += trace_targets(trace.name, runs)
             sweeps[trace.name] = sweep_points(runs, aging_rates)
             main = [runs[s.label] for s in todo if not s.label.startswith("aging=")]
@@ -109,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
             sections.append(f"### {trace.name}: {len(requests)} requests at {rate:.2f} req/s "
                             f"({args.load:g} x capacity {capacity.rate_rps:.2f} req/s)\n\n"
                             + comparison_table(list(runs.values()), runs["fcfs"]))
-            for run_ in runs.values():
-                all_runs.append(RunResult(f"{trace.name}/{run_.label}", run_.config, run_.summary,
-                                          run_.requests, run_.repeats))
+            all_runs += [RunResult(f"{trace.name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
             sweep_plot(sweeps[trace.name], "aging_rate", (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"),
                                                           ("max TTFT", "ttft_max_ms")),
                        f"sjf-aging aging-rate sweep, {trace.name}", out / f"aging_sweep_{trace.name}.png")

@@ -1,0 +1,301 @@
+"""Issue 5's simulator must-show: engine dispatchers on 8 engines at ~0.85 of capacity.
+
+    python -m experiments.comparisons.dispatch_layer [--quick] [--out results/comparisons/dispatch]
+
+Cluster: 8 simulated engines (``qwen3-30b-a3b-h100`` step model, 256 running, 8,192 tokens per step,
+160,000 KV tokens, prefix caching, FCFS per engine), load reports refreshed every 0.5 s (a router
+polling its engines). Traces:
+
+- ``mooncake``: the bundled Mooncake trace (real prefix sharing through ``hash_ids``), prompt +
+  output clipped to 131,072 tokens (Qwen3-30B-A3B's extended context; the KV pool holds 160,000);
+- ``azure-conv-sessions``: Azure 2023 conv grouped into multi-turn sessions by
+  :mod:`experiments.workloads.sessions` (an assumed conversation model: the trace has no sessions).
+
+Per trace: the first ``--requests`` requests; capacity = round robin's saturating run
+(:mod:`.capacity`); the same requests replayed at ``--load`` x capacity under round robin,
+least-requests, power-of-two, sglang-router's cache_aware, moesched's scored dispatcher
+(``configs/dispatch.toml``) and the GAPS hybrid (``configs/dispatch_gaps.toml``). Targets (issue 5):
+scored P99 TTFT <= 0.75x cache_aware and mean TTFT <= 0.5x round robin, in the same run.
+Also reported: prefix hit rate and load balance (max/mean queued work, :mod:`.dispatch_metrics`).
+Prints the tables, writes ``runs.json``, ``summary.json``, ``report.md`` and plots under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from engine_dispatch.config import ScoredConfig, config_from_dict  # noqa: E402
+from engine_dispatch.dispatcher import Dispatcher  # noqa: E402
+from engine_dispatch.factory import create_dispatcher  # noqa: E402
+from experiments.comparisons.capacity import saturation_capacity  # noqa: E402
+from experiments.comparisons.cli_common import progress  # noqa: E402
+from experiments.comparisons.dispatch_metrics import BalanceSampler, prefix_hit_rate, requests_per_engine  # noqa: E402
+from experiments.comparisons.report import comparison_table, ratio_bars, ratio_target, targets_table, write_outputs  # noqa: E402
+from experiments.comparisons.stack import Cluster, Stack  # noqa: E402
+from experiments.comparisons.traces import REPO_ROOT, bundled_trace  # noqa: E402
+from experiments.metrics.runs import RunResult  # noqa: E402
+from experiments.metrics.summary import Slo  # noqa: E402
+from experiments.sim.cluster import simulate  # noqa: E402
+from experiments.sim.config import ClusterConfig, EngineConfig  # noqa: E402
+from experiments.sim.results import run_result  # noqa: E402
+from experiments.workloads.sessions import SessionSpec, add_sessions  # noqa: E402
+from experiments.workloads.transform import clip_context, scale_to_rate  # noqa: E402
+from experiments.workloads.types import BLOCK_TOKENS, TraceRequest  # noqa: E402
+from moesched_base.atomic import atomic_write  # noqa: E402
+from perf_model.model_file import resolve_model  # noqa: E402
+from request_sched.policies import create_queue  # noqa: E402
+
+GPU_MODEL = "qwen3-30b-a3b-h100"
+ENGINES = 8
+MAX_CONTEXT_TOKENS = 131_072
+TRACES = ("mooncake", "azure-conv-sessions")
+BASELINE = "round-robin"
+CACHE_AWARE = "cache-aware"
+OURS = "scored"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A compared dispatcher: table label, factory name and (scored only) its TOML config, whose
+    top-level tables ``overrides`` replaces (a weight-sweep variant)."""
+
+    label: str
+    dispatch: str
+    config_path: str | None = None
+    overrides: Mapping[str, Any] | None = None
+
+    def scored_config(self) -> ScoredConfig:
+        """The scored dispatcher's validated settings (ValueError naming the file and key)."""
+        assert self.config_path is not None
+        with open(self.config_path, "rb") as handle:
+            try:
+                data = tomllib.load(handle)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{self.config_path}: not valid TOML: {exc}") from exc
+        try:
+            return config_from_dict({**data, **(self.overrides or {})})
+        except ValueError as exc:
+            raise ValueError(f"{self.config_path} ({self.label}): {exc}") from exc
+
+
+#: scored-dispatcher variants of ``--weight-sweep`` (tables replacing the config file's): how the
+#: default weights were chosen, on both traces at once
+WEIGHT_SWEEP: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("prefix_load only", {"weights": {"prefix_load": 1.0}}),
+    ("prefix_load + least_load 0.3", {"weights": {"prefix_load": 1.0, "least_load": 0.3}}),
+    ("no stickiness", {"weights": {"prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.1}}),
+    ("stickiness 1.0", {"weights": {"prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.1, "stickiness": 1.0}}),
+    ("least_load 1.0", {"weights": {"prefix_load": 1.0, "least_load": 1.0, "kv_use": 0.1, "stickiness": 0.3}}),
+    ("least_load 0.1", {"weights": {"prefix_load": 1.0, "least_load": 0.1, "kv_use": 0.1, "stickiness": 0.3}}),
+    ("kv_use 0.5", {"weights": {"prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.5, "stickiness": 0.3}}),
+    ("+ predicted_load 0.5", {"weights": {"prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.1, "stickiness": 0.3,
+                                          "predicted_load": 0.5}}),
+    ("prefix_load scale 2048", {"prefix_load": {"scale_tokens": 2048.0}}),
+    ("prefix_load scale 128", {"prefix_load": {"scale_tokens": 128.0}}),
+)
+
+
+def policies(scored_config: str, gaps_config: str) -> list[Policy]:
+    return [Policy(BASELINE, "round-robin"), Policy("least-requests", "least-requests"),
+            Policy("power-of-two", "power-of-two"), Policy(CACHE_AWARE, "cache-aware"),
+            Policy(OURS, "scored", scored_config), Policy("gaps-hybrid", "scored", gaps_config)]
+
+
+def build_dispatcher(policy: Policy, cluster: Cluster, seed: int) -> Dispatcher:
+    """A fresh dispatcher for one run (scored ones get the cluster's step model and 512-token blocks)."""
+    options: dict[str, Any] = {}
+    if policy.dispatch == "scored":
+        options = {"config": policy.scored_config(), "step_model": cluster.model, "block_tokens": BLOCK_TOKENS}
+    elif policy.dispatch == "power-of-two":
+        options = {"seed": seed}
+    return create_dispatcher(policy.dispatch, cluster.engines, **options)
+
+
+def trace_requests(name: str, count: int, sessions: SessionSpec) -> list[TraceRequest]:
+    """The first ``count`` requests of trace ``name`` (``TRACES``) at their recorded arrival times."""
+    if name == "mooncake":
+        return clip_context(bundled_trace("mooncake").load(count), MAX_CONTEXT_TOKENS)
+    if name == "azure-conv-sessions":
+        return add_sessions(bundled_trace("azure-conv").load(count), sessions)
+    raise ValueError(f"--traces: unknown trace {name!r}; expected some of {', '.join(TRACES)}")
+
+
+def run_policy(policy: Policy, cluster: Cluster, requests: list[TraceRequest], slo: Slo,
+               workload: dict[str, Any], seed: int = 0) -> RunResult:
+    """Simulate FCFS engines behind ``policy``; the summary gains ``dispatch`` (hit rate, balance)."""
+    config = ClusterConfig(engines=cluster.engines, engine=cluster.engine,
+                           queue_factory=lambda: create_queue("fcfs"), load_refresh_s=cluster.load_refresh_s)
+    sampler = BalanceSampler()
+    started = time.process_time()
+    result = simulate(requests, config, cluster.model, build_dispatcher(policy, cluster, seed), sampler)
+    cpu_s = time.process_time() - started
+    record_config = {
+        "simulator": True, "gpu_model": cluster.model_name, "engines": cluster.engines, "policy": "fcfs",
+        "dispatch": policy.dispatch, "dispatch_config": policy.config_path,
+        "max_running": cluster.engine.max_running, "max_batched_tokens": cluster.engine.max_batched_tokens,
+        "kv_capacity_tokens": cluster.engine.kv_capacity_tokens, "prefix_caching": cluster.engine.prefix_caching,
+        "load_refresh_s": cluster.load_refresh_s, "workload": workload, "simulation_cpu_s": cpu_s,
+    }
+    run = run_result(result, policy.label, record_config, slo)
+    run.summary["dispatch"] = {"prefix_hit_rate": prefix_hit_rate(result), **sampler.summary(),
+                               "requests_per_engine": requests_per_engine(result)}
+    return run
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def dispatch_table(runs: dict[str, RunResult]) -> str:
+    """Markdown: latency ratios to round robin / cache_aware, hit rate and balance per policy."""
+    head = ["dispatch", "TTFT mean ms", "TTFT p99 ms", "TPOT mean ms", "mean TTFT / RR", "p99 TTFT / CA",
+            "prefix hit rate", "queued prefill max/mean", "outstanding max/mean", "preemptions"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rr, ca = runs[BASELINE].summary, runs[CACHE_AWARE].summary
+    for label, run in runs.items():
+        s, d = run.summary, run.summary["dispatch"]
+        lines.append("| " + " | ".join([
+            label, _cell(s["ttft_ms"]["mean"], 0), _cell(s["ttft_ms"]["p99"], 0), _cell(s["tpot_ms"]["mean"], 1),
+            _cell(s["ttft_ms"]["mean"] / rr["ttft_ms"]["mean"], 2), _cell(s["ttft_ms"]["p99"] / ca["ttft_ms"]["p99"], 2),
+            _cell(d["prefix_hit_rate"], 3), _cell(d["queued_prefill_max_over_mean_mean"], 2),
+            _cell(d["outstanding_max_over_mean_mean"], 2), str(s["preemptions"])]) + " |")
+    return "\n".join(lines)
+
+
+def ttft_cdf_plot(runs: dict[str, RunResult], title: str, path: Path) -> Path:
+    """Empirical CDF of TTFT (log x) per policy."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.8))
+    for label, run in runs.items():
+        ttft = np.sort([r.ttft_ms for r in run.requests if r.ttft_ms is not None])
+        ax.plot(ttft, np.arange(1, len(ttft) + 1) / max(1, len(ttft)), label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("TTFT ms")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--traces", default=",".join(TRACES), help=f"comma-separated, some of {', '.join(TRACES)}")
+    parser.add_argument("--requests", type=int, default=None, help="requests replayed per trace (default 3000; 500 with --quick)")
+    parser.add_argument("--capacity-requests", type=int, default=None,
+                        help="requests of the saturating capacity run: the replayed ones, repeated (default 2 x --requests)")
+    parser.add_argument("--load", type=float, default=0.85, help="offered load as a fraction of capacity")
+    parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--scored-config", default="configs/dispatch.toml", help="TOML of the scored dispatcher")
+    parser.add_argument("--gaps-config", default="configs/dispatch_gaps.toml", help="TOML of the GAPS hybrid")
+    parser.add_argument("--session-turns", type=float, default=SessionSpec.mean_turns,
+                        help="azure-conv-sessions: mean turns per session")
+    parser.add_argument("--session-think-s", type=float, default=SessionSpec.think_time_s,
+                        help="azure-conv-sessions: mean think time between turns (s, trace time)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sessions and of power-of-two")
+    parser.add_argument("--slo-ttft-ms", type=float, default=2000.0, help="TTFT objective of SLO attainment")
+    parser.add_argument("--slo-tpot-ms", type=float, default=100.0, help="TPOT objective of SLO attainment")
+    parser.add_argument("--out", default="results/comparisons/dispatch", help="output directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _resolve(path: str) -> str:
+    """A config path as given, or relative to the repository root when it does not exist as given."""
+    if Path(path).exists() or Path(path).is_absolute():
+        return path
+    return str(REPO_ROOT / path)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.traces.split(",") if n.strip()]
+    if not names or any(n not in TRACES for n in names):
+        raise ValueError(f"--traces: expected some of {', '.join(TRACES)}, got {args.traces!r}")
+    n_requests = args.requests or (500 if args.quick else 3000)
+    n_capacity = args.capacity_requests or 2 * n_requests
+    if n_requests < 50 or n_capacity < 50:
+        raise ValueError(f"--requests, --capacity-requests: expected >= 50, got {n_requests}, {n_capacity}")
+    if not 0 < args.load <= 2:
+        raise ValueError(f"--load: expected a fraction in (0, 2], got {args.load}")
+    sessions = SessionSpec(mean_turns=args.session_turns, think_time_s=args.session_think_s, seed=args.seed)
+    slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
+    todo = policies(_resolve(args.scored_config), _resolve(args.gaps_config))
+    cluster = Cluster(engines=ENGINES, engine=EngineConfig(), model=resolve_model(GPU_MODEL), model_name=GPU_MODEL,
+                      load_refresh_s=0.5)
+    for policy in todo:  # refuse a bad config before any simulation
+        build_dispatcher(policy, cluster, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    all_runs: list[RunResult] = []
+    per_trace: dict[str, list[RunResult]] = {}
+    capacities, targets, sections, balance = {}, [], [], {}
+    with progress(len(names) * (len(todo) + 1), args.no_progress, "dispatch layer") as bar:
+        for name in names:
+            recorded = trace_requests(name, n_requests, sessions)
+            capacity = saturation_capacity(Stack(BASELINE), cluster, recorded, n_capacity)
+            bar.update()
+            rate = args.load * capacity.rate_rps
+            capacities[name] = {**capacity.to_dict(), "offered_rate_rps": rate, "load": args.load}
+            print(f"{name}: capacity {capacity.rate_rps:.2f} req/s ({BASELINE}, saturating run of {capacity.requests} "
+                  f"requests); offered {rate:.2f} req/s = {args.load:g} x capacity", file=sys.stderr)
+            requests = scale_to_rate(recorded, rate)
+            workload = {"trace": name, "requests": len(requests), "rate_rps": rate, "load": args.load,
+                        "sessions": sessions.__dict__ if name == "azure-conv-sessions" else None}
+            runs: dict[str, RunResult] = {}
+            for policy in todo:
+                runs[policy.label] = run_policy(policy, cluster, requests, slo, workload, args.seed)
+                bar.update()
+            targets += [ratio_target(name, runs[OURS], runs[CACHE_AWARE], "ttft_ms.p99", 0.75),
+                        ratio_target(name, runs[OURS], runs[BASELINE], "ttft_ms.mean", 0.5)]
+            balance[name] = {label: r.summary["dispatch"] for label, r in runs.items()}
+            per_trace[name] = list(runs.values())
+            sections.append(f"### {name}: {len(requests)} requests at {rate:.2f} req/s "
+                            f"({args.load:g} x capacity {capacity.rate_rps:.2f} req/s)\n\n"
+                            + dispatch_table(runs) + "\n\n" + comparison_table(list(runs.values()), runs[BASELINE])
+                            + f"\n\n![TTFT CDF {name}](ttft_cdf_{name}.png)")
+            ttft_cdf_plot(runs, f"TTFT, {name}, {ENGINES} engines, load {args.load:g}", out / f"ttft_cdf_{name}.png")
+            all_runs += [RunResult(f"{name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
+    ratio_bars(per_trace, BASELINE, out / "ratios.png",
+               (("mean TTFT", "ttft_ms.mean"), ("P99 TTFT", "ttft_ms.p99"), ("mean TPOT", "tpot_ms.mean")))
+    markdown = "\n\n".join([
+        f"# Dispatch layer, simulated ({ENGINES} engines x {GPU_MODEL}, FCFS per engine, load {args.load:g})",
+        f"Scored config: `{args.scored_config}`; GAPS hybrid: `{args.gaps_config}`. Load reports refreshed every "
+        f"{cluster.load_refresh_s:g} s. Balance columns: mean over 0.25 s samples of max/mean across engines of "
+        f"queued prefill tokens and of outstanding requests. SLO: TTFT <= {slo.ttft_ms:g} ms, TPOT <= {slo.tpot_ms:g} ms.",
+        "## Targets (issue 5)", targets_table(targets), *sections, "![ratios](ratios.png)"]) + "\n"
+    comparison = {"capacities": capacities, "targets": [t.to_dict() for t in targets], "gpu_model": GPU_MODEL,
+                  "engines": ENGINES, "quick": args.quick, "dispatch": balance,
+                  "configs": {"scored": args.scored_config, "gaps": args.gaps_config}}
+    write_outputs(out, all_runs, comparison, markdown)
+    print(markdown)
+    print(f"wrote {out}/runs.json, summary.json, report.md and plots", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.comparisons.dispatch_layer",
+                                     description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
