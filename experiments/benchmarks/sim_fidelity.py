@@ -4,10 +4,10 @@
 2. Each round (``--rounds``, interleaved so slow phases of a shared machine hit every phase alike):
    - calibration sweep with ``moesched bench`` (after a warm-up burst). Decode steps: B
      simultaneous requests with P-token prompts and 128 output tokens (3 repeats); their mean TPOT
-     (one row per point: the median over repeats and rounds) is a step of B decodes
+     (one row per point: the mean over repeats and rounds) is a step of B decodes
      over ``B * (P + 64)`` KV tokens (TPOT excludes the first token, so neither the prefill nor
      the per-request overhead is in it). Prefill steps: 6 lone requests with P-token prompts and
-     1 output token; their median TTFT (over rounds) is one prefill step of P tokens *plus one per-request
+     1 output token; their mean TTFT (over rounds) is one prefill step of P tokens *plus one per-request
      overhead* (HTTP, tokenization, IPC, detokenization, streaming), the row's
      ``request_overheads: 1``. The fit separates the two: the overhead is a column of its own, so
      it is not smeared over every step (``perf_model.fit``).
@@ -119,19 +119,20 @@ def sweep(url: str, work: Path, tag: str, decode: list[tuple[int, int]], prefill
 
 
 def calibration_rows(measured: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """One step row per sweep point: the median over all rounds (robust to a shared machine's
-    slow moments). Decode ``BxP``: B decodes over ``B * (P + 64)`` KV tokens; prefill ``P``: one
-    P-token prefill step plus one per-request overhead."""
+    """One step row per sweep point: the mean over all repeats and rounds (the replay's means see
+    the shared machine's slow moments too, so they are not filtered out). Decode ``BxP``: B
+    decodes over ``B * (P + 64)`` KV tokens; prefill ``P``: one P-token prefill step plus one
+    per-request overhead."""
     rows = []
     for name, values in measured.items():
         kind, _, size = name.partition("_")
         if kind == "decode":
             b, p = (int(x) for x in size.split("x"))
             rows.append({"decode_seqs": b, "kv_context_tokens": b * (p + DECODE_OUTPUT // 2),
-                         "step_ms": statistics.median(values)})
+                         "step_ms": statistics.fmean(values)})
         else:
             rows.append({"prefill_tokens": int(size), "kv_context_tokens": int(size), "request_overheads": 1,
-                         "step_ms": statistics.median(values)})
+                         "step_ms": statistics.fmean(values)})
     return rows
 
 
@@ -172,18 +173,21 @@ def _error(sim: float | None, real: float | None) -> float | None:
 METRICS = (("TTFT mean", "ttft_ms", "mean"), ("TTFT p99", "ttft_ms", "p99"), ("TPOT mean", "tpot_ms", "mean"))
 
 
-def compare(rates: list[float], real: dict[float, dict[str, Any]], sim: dict[float, dict[str, Any]],
-            labels: list[str]) -> list[dict[str, Any]]:
-    """Measured vs simulated rows (printed as a table)."""
+def compare(rates: list[float], real: dict[float, dict[str, Any]], rounds: dict[float, list[RunResult]],
+            sim: dict[float, dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
+    """Measured (pooled rounds, and the min-max over single rounds) vs simulated rows, printed."""
     table = []
-    print(f"{'load':<16} {'rate':>5} {'metric':<10} {'measured ms':>11} {'simulated ms':>12} {'error':>7}")
+    print(f"{'load':<16} {'rate':>5} {'metric':<10} {'measured ms':>11} {'rounds min-max':>16} "
+          f"{'simulated ms':>12} {'error':>7}")
     for label, rate in zip(labels, rates):
         for metric, key, stat in METRICS:
             measured, simulated = real[rate][key][stat], sim[rate][key][stat]
+            per_round = [run.summary[key][stat] for run in rounds[rate]]
             err = _error(simulated, measured)
             table.append({"load": label, "rate_rps": rate, "metric": metric, "measured_ms": measured,
-                          "simulated_ms": simulated, "relative_error": err})
-            print(f"{label:<16} {rate:>5g} {metric:<10} {measured:>11.1f} {simulated:>12.1f} "
+                          "measured_rounds_ms": per_round, "simulated_ms": simulated, "relative_error": err})
+            spread = f"{min(per_round):.0f}-{max(per_round):.0f}"
+            print(f"{label:<16} {rate:>5g} {metric:<10} {measured:>11.1f} {spread:>16} {simulated:>12.1f} "
                   f"{'n/a' if err is None else f'{err:+.0%}':>7}")
     return table
 
@@ -245,7 +249,10 @@ def main() -> None:
                 run = _bench(url, work / f"r{r}_real_{rate:g}.json", [*replay, "--rate", str(rate)], args.reuse,
                              seed=r)
                 real_runs.setdefault(rate, []).append(run)
-            loads.append(os.getloadavg()[0])
+            load_file = work / f"r{r}_load.json"
+            if not (args.reuse and load_file.exists()):
+                atomic_write_json(load_file, os.getloadavg()[0])
+            loads.append(json.loads(load_file.read_text()))
     finally:
         if server is not None:
             server.stop()
@@ -253,7 +260,7 @@ def main() -> None:
     coef = calibrate(rows, work, f"tiny-qwen3-moe-{args.engine}-cpu")
     real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
     sim = {rate: simulate(coef, replay, rate, flags, work / f"sim_{rate:g}.json") for rate in rates}
-    table = compare(rates, real, sim, labels)
+    table = compare(rates, real, real_runs, sim, labels)
     out_path = args.out or str(REPO / f"results/sim_fidelity/{args.engine}.json")
     atomic_write_json(out_path, {
         "benchmark": "sim_fidelity", "engine": args.engine, "max_running": args.max_running,
