@@ -10,9 +10,16 @@ request, in the DP controller process:
 2. read every rank's latest ``LoadSnapshot`` (shared memory, published by each scheduler) into
    :class:`~engine_dispatch.types.EngineLoad`: ``running = num_running_reqs``, ``waiting =
    num_waiting_reqs``, ``kv_used_tokens = num_used_tokens``, ``kv_capacity_tokens =
-   max_total_num_tokens``, ``pending_prefill_tokens = num_waiting_uncached_tokens``,
-   ``reported_s = timestamp`` (``time.time``); ``healthy`` = the rank is active, its status is up
-   and it has a socket. A rank without a snapshot yet is reported empty at time 0 (stale);
+   max_total_num_tokens``, ``pending_prefill_tokens = num_waiting_uncached_tokens``; ``healthy`` =
+   the rank is active, its status is up and it has a socket. A rank without a snapshot yet is
+   reported empty at time 0 (stale). ``reported_s`` is the time up to which the snapshot covers
+   dispatched requests, which is *not* its own ``timestamp``: a scheduler publishes after a
+   forward pass (``process_batch_result``, ``on_idle``) and takes in new requests only at the top
+   of its loop (``ingest_requests``), so a request sent during a forward pass is missing from the
+   snapshot published right after it. Every request sent before the *previous* publish was taken
+   in before this one, so ``reported_s`` = the rank's previous distinct snapshot ``timestamp``
+   (``time.time``, the clock dispatch times use too), or the latest one when nothing was sent to
+   the rank between the two (:class:`ReportCoverage`);
 3. describe the ``TokenizedGenerateReqInput`` as a :class:`~engine_dispatch.types.DispatchRequest`:
    ``rid``, ``len(input_ids)``, chained hashes of the token ids in ``block_tokens`` blocks,
    ``input_text``, ``session_id`` = the ``x-smg-routing-key`` header's ``routing_key``, else the
@@ -21,7 +28,10 @@ request, in the DP controller process:
 4. ``dispatcher.pick`` -> ``sock_send(self.workers[rank], req)`` -> ``dispatcher.on_dispatched``.
 
 The DP controller never sees requests finish (outputs flow from schedulers to the detokenizer), so
-the dispatcher learns about completions only through the load snapshots.
+the dispatcher learns about completions only through the load snapshots. Once a snapshot covers a
+request (by the rule above), the request is handed over to the engine's report: the hook calls
+``dispatcher.on_finished`` for it, which keeps the dispatcher's books to requests no snapshot has
+seen yet (bounded memory) while the report counts the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.prompt_hashing import chained_block_hashes
@@ -48,7 +60,7 @@ logger = logging.getLogger("moesched.sglang")
 
 def engine_loads(controller: DataParallelController,
                  snapshots: Sequence[LoadSnapshot]) -> list[EngineLoad]:
-    """One :class:`EngineLoad` per worker slot of ``controller`` (mapping in the module docstring)."""
+    """One :class:`EngineLoad` per worker slot; ``reported_s`` is the snapshot's own timestamp."""
     by_rank = {snapshot.dp_rank: snapshot for snapshot in snapshots}
     active = set(controller._active_workers)
     loads = []
@@ -67,6 +79,45 @@ def engine_loads(controller: DataParallelController,
     return loads
 
 
+class ReportCoverage:
+    """Per rank: when its snapshots last changed, what they cover, and requests not yet covered.
+
+    Args:
+        num_ranks: DP worker slots.
+    """
+
+    def __init__(self, num_ranks: int) -> None:
+        self._published = [0.0] * num_ranks  # latest distinct snapshot timestamp
+        self._covered = [0.0] * num_ranks  # the one before it: what the latest snapshot covers
+        self._uncovered: list[deque[tuple[float, DispatchRequest]]] = [
+            deque() for _ in range(num_ranks)]
+
+    def apply(self, loads: list[EngineLoad]) -> tuple[list[EngineLoad],
+                                                      list[tuple[int, DispatchRequest]]]:
+        """Loads with ``reported_s`` = coverage time, and the requests that became covered.
+
+        A new snapshot at ``t`` (previous one at ``p``) covers every request sent before ``p``;
+        if none was sent in ``(p, t]`` it covers everything sent before ``t``, so idle ranks stay
+        fresh and the first snapshot of a rank covers it fully.
+        """
+        covered_now = []
+        adjusted = []
+        for load in loads:
+            rank, published = load.engine_id, load.reported_s
+            if published != self._published[rank]:
+                previous, self._published[rank] = self._published[rank], published
+                pending = self._uncovered[rank]
+                while pending and pending[0][0] <= previous:
+                    covered_now.append((rank, pending.popleft()[1]))
+                self._covered[rank] = published if not pending or pending[0][0] > published \
+                    else previous
+            adjusted.append(replace(load, reported_s=self._covered[rank]))
+        return adjusted, covered_now
+
+    def dispatched(self, rank: int, request: DispatchRequest, now: float) -> None:
+        self._uncovered[rank].append((now, request))
+
+
 def dispatch_request(req: object, block_tokens: int) -> DispatchRequest:
     """The :class:`DispatchRequest` view of a ``TokenizedGenerateReqInput`` (or embedding input)."""
     input_ids = req.input_ids or ()
@@ -80,6 +131,14 @@ def dispatch_request(req: object, block_tokens: int) -> DispatchRequest:
         session_id=getattr(req, "routing_key", None) or getattr(req, "session_id", None),
         max_new_tokens=(getattr(sampling, "max_new_tokens", None) or 0),
     )
+
+
+@dataclass
+class _ControllerState:
+    dispatcher: Dispatcher
+    log: DecisionLog
+    coverage: ReportCoverage
+    counts: list[int]
 
 
 class DpDispatchHook:
@@ -98,16 +157,15 @@ class DpDispatchHook:
         self.policy_name = policy_name
         self.block_tokens = block_tokens
         self._make_log = make_log
-        self._state: weakref.WeakKeyDictionary[DataParallelController,
-                                               tuple[Dispatcher, DecisionLog, list[int]]] = \
+        self._state: weakref.WeakKeyDictionary[DataParallelController, _ControllerState] = \
             weakref.WeakKeyDictionary()
 
-    def _state_of(self, controller: DataParallelController) -> tuple[Dispatcher, DecisionLog,
-                                                                     list[int]]:
+    def _state_of(self, controller: DataParallelController) -> _ControllerState:
         state = self._state.get(controller)
         if state is None:
-            state = (self._make_dispatcher(len(controller.workers)), self._make_log(),
-                     [0] * len(controller.workers))
+            ranks = len(controller.workers)
+            state = _ControllerState(self._make_dispatcher(ranks), self._make_log(),
+                                     ReportCoverage(ranks), [0] * ranks)
             self._state[controller] = state
         return state
 
@@ -115,17 +173,21 @@ class DpDispatchHook:
         """REPLACE hook body: route ``req`` to the rank our dispatcher picks."""
         if controller.maybe_external_dp_rank_routing(req):
             return
-        dispatcher, log, counts = self._state_of(controller)
+        state = self._state_of(controller)
         now = time.time()
-        engines = engine_loads(controller, controller.load_snapshot_reader.read_all())
+        engines, covered = state.coverage.apply(
+            engine_loads(controller, controller.load_snapshot_reader.read_all()))
+        for covered_rank, covered_request in covered:  # the engine's report counts it now
+            state.dispatcher.on_finished(covered_request, covered_rank, now, 0)
         request = dispatch_request(req, self.block_tokens)
-        rank = dispatcher.pick(request, engines, now)
+        rank = state.dispatcher.pick(request, engines, now)
         sock_send(controller.workers[rank], req)
-        dispatcher.on_dispatched(request, rank, now)
-        counts[rank] += 1
-        log.decision(lambda: self._describe(request, rank, engines))
-        log.maybe_summary(lambda: f"moesched dp dispatch [{self.policy_name}] summary: "
-                                  f"requests per rank {counts}")
+        state.dispatcher.on_dispatched(request, rank, now)
+        state.coverage.dispatched(rank, request, now)
+        state.counts[rank] += 1
+        state.log.decision(lambda: self._describe(request, rank, engines))
+        state.log.maybe_summary(lambda: f"moesched dp dispatch [{self.policy_name}] summary: "
+                                        f"requests per rank {state.counts}")
 
     def _describe(self, request: DispatchRequest, rank: int, engines: list[EngineLoad]) -> str:
         views = "; ".join(

@@ -12,6 +12,8 @@ import time
 from array import array
 from pathlib import Path
 
+import msgspec
+
 from sglang.srt.managers.data_parallel_controller import DataParallelController, DPBudget
 from sglang.srt.managers.io_struct import TokenizedGenerateReqInput, msgpack_decode
 from sglang.srt.managers.load_snapshot import LoadSnapshot
@@ -41,10 +43,11 @@ def waiting_req(rid: str, prompt_tokens: int, max_new_tokens: int = 16,
 
 
 def tokenized_req(rid: str, prompt_tokens: int, routed_dp_rank: int | None = None,
-                  routing_key: str | None = None) -> TokenizedGenerateReqInput:
+                  routing_key: str | None = None, first_token: int = 0) -> TokenizedGenerateReqInput:
     """What the tokenizer sends the DP controller for one generate request."""
     return TokenizedGenerateReqInput(
-        rid=rid, input_text="x" * prompt_tokens, input_ids=array("q", range(prompt_tokens)),
+        rid=rid, input_text="x" * prompt_tokens,
+        input_ids=array("q", range(first_token, first_token + prompt_tokens)),
         input_embeds=None, mm_inputs=None, token_type_ids=None,
         sampling_params=SamplingParams(max_new_tokens=8), return_logprob=False,
         logprob_start_len=-1, top_logprobs_num=0, token_ids_logprob=None, stream=False,
@@ -70,12 +73,17 @@ class RecordingSocket:
 
 
 class SnapshotReader:
-    """Stands in for the shared-memory reader: returns the given ``LoadSnapshot`` objects."""
+    """Stands in for the shared-memory reader: returns the given ``LoadSnapshot`` objects, with a
+    new ``timestamp`` on every read when ``live`` (a scheduler publishing between dispatches)."""
 
-    def __init__(self, snapshots: list[LoadSnapshot]) -> None:
+    def __init__(self, snapshots: list[LoadSnapshot], live: bool = False) -> None:
         self.snapshots = snapshots
+        self.live = live
 
     def read_all(self) -> list[LoadSnapshot]:
+        if self.live:
+            now = time.time()
+            self.snapshots = [msgspec.structs.replace(s, timestamp=now) for s in self.snapshots]
         return list(self.snapshots)
 
 
@@ -86,15 +94,15 @@ def snapshot(rank: int, waiting: int = 0, uncached_tokens: int = 0, running: int
                         max_total_num_tokens=4096)
 
 
-def dp_controller(snapshots: list[LoadSnapshot], active: list[int] | None = None
-                  ) -> DataParallelController:
+def dp_controller(snapshots: list[LoadSnapshot], active: list[int] | None = None,
+                  live: bool = False) -> DataParallelController:
     """A ``DataParallelController`` with the attributes its dispatch methods read, no processes."""
     controller = object.__new__(DataParallelController)
     size = len(snapshots)
     controller.workers = [RecordingSocket() for _ in range(size)]
     controller.status = [True] * size
     controller._active_workers = list(range(size)) if active is None else active
-    controller.load_snapshot_reader = SnapshotReader(snapshots)
+    controller.load_snapshot_reader = SnapshotReader(snapshots, live)
     controller.dp_budget = DPBudget(size)
     controller.dp_budget.update_budget(snapshots)
     return controller

@@ -13,7 +13,9 @@ import sglang_objects as so  # noqa: E402
 
 from engine_dispatch.factory import create_dispatcher  # noqa: E402
 from sglang_patches.decision_log import DecisionLog  # noqa: E402
-from sglang_patches.hooks.dp_dispatch import DpDispatchHook, dispatch_request, engine_loads  # noqa: E402
+from engine_dispatch.types import EngineLoad  # noqa: E402
+from sglang_patches.hooks.dp_dispatch import (DpDispatchHook, ReportCoverage,  # noqa: E402
+                                              dispatch_request, engine_loads)
 
 
 def make_hook(policy: str = "scored") -> DpDispatchHook:
@@ -46,14 +48,25 @@ def test_sends_to_the_less_loaded_rank_through_sock_send(caplog: pytest.LogCaptu
     assert "moesched dp dispatch [scored]: first" in caplog.text and "-> rank 1" in caplog.text
 
 
-def test_shared_prefix_follows_its_cache() -> None:
+def test_shared_prefixes_follow_their_caches() -> None:
     hook = make_hook()
-    controller = so.dp_controller([so.snapshot(0), so.snapshot(1)])
-    for rid in ("a", "b", "c", "d"):  # one shared prompt; each finishes before the next arrives
-        hook.total_tokens_scheduler(controller, so.tokenized_req(rid, 512))
-        controller.load_snapshot_reader.snapshots = [so.snapshot(0), so.snapshot(1)]
-    sent = [s.rids() for s in controller.workers]
-    assert sorted(map(len, sent)) == [0, 4]  # every copy lands where the prefix is cached
+    controller = so.dp_controller([so.snapshot(0), so.snapshot(1)], live=True)
+    for rid, first_token in (("p1", 0), ("q1", 5000), ("p2", 0), ("q2", 5000)):
+        hook.total_tokens_scheduler(controller, so.tokenized_req(rid, 512, first_token=first_token))
+    sent = sorted(sorted(s.rids()) for s in controller.workers)
+    assert sent == [["p1", "p2"], ["q1", "q2"]]  # each second copy goes where its prefix is
+
+
+def test_snapshot_covers_requests_sent_before_the_previous_publish() -> None:
+    coverage = ReportCoverage(1)
+    request = dispatch_request(so.tokenized_req("r", 10), 16)
+    loads, covered = coverage.apply([EngineLoad(0, reported_s=10.0)])
+    assert loads[0].reported_s == 10.0 and covered == []  # nothing sent: fully covered
+    coverage.dispatched(0, request, 10.5)
+    loads, covered = coverage.apply([EngineLoad(0, reported_s=11.0)])
+    assert loads[0].reported_s == 10.0 and covered == []  # r may still sit in the socket
+    loads, covered = coverage.apply([EngineLoad(0, reported_s=12.0)])
+    assert loads[0].reported_s == 12.0 and covered == [(0, request)]  # taken in by now
 
 
 def test_explicit_rank_wins_and_inactive_ranks_are_skipped() -> None:
