@@ -105,3 +105,24 @@ def test_step_rows_reject_bad_fields(tmp_path, capsys):
         load_samples(bad)
     assert main(["calibrate", "--steps", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "c.json")]) == 2
     assert not (tmp_path / "c.json").exists()
+
+
+def test_calibrated_request_overhead_reaches_the_simulated_ttft(tmp_path, capsys):
+    """Lone-request TTFT rows -> the file's request_overhead -> every simulated TTFT grows by it."""
+    rows = [{"decode_seqs": b, "kv_context_tokens": 100 * b, "step_ms": 3 + 0.5 * b} for b in (1, 2, 4, 8, 16)]
+    rows += [{"prefill_tokens": p, "request_overheads": 1, "step_ms": 3 + 0.01 * p + 60} for p in (16, 512, 1024)]
+    steps, coef = tmp_path / "steps.json", tmp_path / "coef.json"
+    steps.write_text(json.dumps(rows))
+    assert main(["calibrate", "--steps", str(steps), "--out", str(coef)]) == 0
+    assert "request_overhead_s 0.06" in capsys.readouterr().out
+    assert json.loads(coef.read_text())["request_overhead"]["enqueue_s"] == pytest.approx(0.06)
+    common = ["simulate", "--trace", CONV, "--format", "azure", "--max-requests", "30", "--gpu-model", str(coef)]
+    assert main([*common, "--out", str(tmp_path / "with.json")]) == 0
+    assert main([*common, "--request-overhead-ms", "0", "--out", str(tmp_path / "without.json")]) == 0
+    with_overhead = load_runs(tmp_path / "with.json")[0]
+    without = load_runs(tmp_path / "without.json")[0]
+    assert with_overhead.config["request_overhead"]["enqueue_s"] == pytest.approx(0.06)
+    for a, b in zip(with_overhead.requests, without.requests):
+        assert a.ttft_ms == pytest.approx(b.ttft_ms + 60.0)
+    assert main([*common, "--request-overhead-ms", "-1", "--out", str(tmp_path / "bad.json")]) == 2
+    assert "--request-overhead-ms" in capsys.readouterr().err
