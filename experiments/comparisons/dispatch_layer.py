@@ -146,6 +146,7 @@ def run_policy(policy: Policy, cluster: Cluster, requests: list[TraceRequest], s
     record_config = {
         "simulator": True, "gpu_model": cluster.model_name, "engines": cluster.engines, "policy": "fcfs",
         "dispatch": policy.dispatch, "dispatch_config": policy.config_path,
+        "dispatch_overrides": dict(policy.overrides or {}),
         "max_running": cluster.engine.max_running, "max_batched_tokens": cluster.engine.max_batched_tokens,
         "kv_capacity_tokens": cluster.engine.kv_capacity_tokens, "prefix_caching": cluster.engine.prefix_caching,
         "load_refresh_s": cluster.load_refresh_s, "workload": workload, "simulation_cpu_s": cpu_s,
@@ -173,6 +174,25 @@ def dispatch_table(runs: dict[str, RunResult]) -> str:
             _cell(s["ttft_ms"]["mean"] / rr["ttft_ms"]["mean"], 2), _cell(s["ttft_ms"]["p99"] / ca["ttft_ms"]["p99"], 2),
             _cell(d["prefix_hit_rate"], 3), _cell(d["queued_prefill_max_over_mean_mean"], 2),
             _cell(d["outstanding_max_over_mean_mean"], 2), str(s["preemptions"])]) + " |")
+    return "\n".join(lines)
+
+
+def sweep_table(sweep: Mapping[str, Mapping[str, RunResult]], runs: Mapping[str, Mapping[str, RunResult]]) -> str:
+    """Markdown: per variant and trace, mean TTFT / round robin and P99 TTFT / cache_aware, and the
+    geometric mean of those ratios over every trace (the number the default was chosen by)."""
+    traces = list(runs)
+    head = ["scored variant"] + [f"{t}: {h}" for t in traces for h in ("mean/RR", "p99/CA", "hit rate")] + ["geo. mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, per_trace in sweep.items():
+        cells, ratios = [variant], []
+        for t in traces:
+            s = per_trace[t].summary
+            mean = s["ttft_ms"]["mean"] / runs[t][BASELINE].summary["ttft_ms"]["mean"]
+            p99 = s["ttft_ms"]["p99"] / runs[t][CACHE_AWARE].summary["ttft_ms"]["p99"]
+            ratios += [mean, p99]
+            cells += [_cell(mean, 3), _cell(p99, 3), _cell(s["dispatch"]["prefix_hit_rate"], 3)]
+        cells.append(_cell(float(np.exp(np.mean(np.log(ratios)))), 3))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -206,6 +226,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="azure-conv-sessions: mean turns per session")
     parser.add_argument("--session-think-s", type=float, default=SessionSpec.think_time_s,
                         help="azure-conv-sessions: mean think time between turns (s, trace time)")
+    parser.add_argument("--weight-sweep", action="store_true",
+                        help="also run the scored dispatcher's weight variants (WEIGHT_SWEEP) and tabulate them")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sessions and of power-of-two")
     parser.add_argument("--slo-ttft-ms", type=float, default=2000.0, help="TTFT objective of SLO attainment")
     parser.add_argument("--slo-tpot-ms", type=float, default=100.0, help="TPOT objective of SLO attainment")
@@ -235,14 +257,18 @@ def run(args: argparse.Namespace) -> int:
     todo = policies(_resolve(args.scored_config), _resolve(args.gaps_config))
     cluster = Cluster(engines=ENGINES, engine=EngineConfig(), model=resolve_model(GPU_MODEL), model_name=GPU_MODEL,
                       load_refresh_s=0.5)
-    for policy in todo:  # refuse a bad config before any simulation
+    variants = [Policy(label, "scored", todo[4].config_path, overrides)
+                for label, overrides in (WEIGHT_SWEEP if args.weight_sweep else ())]
+    for policy in todo + variants:  # refuse a bad config before any simulation
         build_dispatcher(policy, cluster, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_runs: list[RunResult] = []
     per_trace: dict[str, list[RunResult]] = {}
     capacities, targets, sections, balance = {}, [], [], {}
-    with progress(len(names) * (len(todo) + 1), args.no_progress, "dispatch layer") as bar:
+    main_runs: dict[str, dict[str, RunResult]] = {}
+    sweep: dict[str, dict[str, RunResult]] = {f"{OURS} (config file)": {}}
+    with progress(len(names) * (len(todo) + len(variants) + 1), args.no_progress, "dispatch layer") as bar:
         for name in names:
             recorded = trace_requests(name, n_requests, sessions)
             capacity = saturation_capacity(Stack(BASELINE), cluster, recorded, n_capacity)
@@ -258,6 +284,12 @@ def run(args: argparse.Namespace) -> int:
             for policy in todo:
                 runs[policy.label] = run_policy(policy, cluster, requests, slo, workload, args.seed)
                 bar.update()
+            main_runs[name] = runs
+            sweep[f"{OURS} (config file)"][name] = runs[OURS]
+            for variant in variants:
+                sweep.setdefault(variant.label, {})[name] = run_policy(variant, cluster, requests, slo, workload,
+                                                                      args.seed)
+                bar.update()
             targets += [ratio_target(name, runs[OURS], runs[CACHE_AWARE], "ttft_ms.p99", 0.75),
                         ratio_target(name, runs[OURS], runs[BASELINE], "ttft_ms.mean", 0.5)]
             balance[name] = {label: r.summary["dispatch"] for label, r in runs.items()}
@@ -268,6 +300,8 @@ def run(args: argparse.Namespace) -> int:
                             + f"\n\n![TTFT CDF {name}](ttft_cdf_{name}.png)")
             ttft_cdf_plot(runs, f"TTFT, {name}, {ENGINES} engines, load {args.load:g}", out / f"ttft_cdf_{name}.png")
             all_runs += [RunResult(f"{name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
+            all_runs += [RunResult(f"{name}/sweep: {label}", r[name].config, r[name].summary, r[name].requests)
+                         for label, r in sweep.items() if label != f"{OURS} (config file)"]
     ratio_bars(per_trace, BASELINE, out / "ratios.png",
                (("mean TTFT", "ttft_ms.mean"), ("P99 TTFT", "ttft_ms.p99"), ("mean TPOT", "tpot_ms.mean")))
     markdown = "\n\n".join([
@@ -275,10 +309,14 @@ def run(args: argparse.Namespace) -> int:
         f"Scored config: `{args.scored_config}`; GAPS hybrid: `{args.gaps_config}`. Load reports refreshed every "
         f"{cluster.load_refresh_s:g} s. Balance columns: mean over 0.25 s samples of max/mean across engines of "
         f"queued prefill tokens and of outstanding requests. SLO: TTFT <= {slo.ttft_ms:g} ms, TPOT <= {slo.tpot_ms:g} ms.",
-        "## Targets (issue 5)", targets_table(targets), *sections, "![ratios](ratios.png)"]) + "\n"
+        "## Targets (issue 5)", targets_table(targets), *sections, "![ratios](ratios.png)",
+        *(["## Scored weight sweep (same variants on every trace)", sweep_table(sweep, main_runs)] if variants else [])
+    ]) + "\n"
     comparison = {"capacities": capacities, "targets": [t.to_dict() for t in targets], "gpu_model": GPU_MODEL,
                   "engines": ENGINES, "quick": args.quick, "dispatch": balance,
-                  "configs": {"scored": args.scored_config, "gaps": args.gaps_config}}
+                  "configs": {"scored": args.scored_config, "gaps": args.gaps_config},
+                  "weight_sweep": {label: {t: r.summary["dispatch"] | {"ttft_ms": r.summary["ttft_ms"]}
+                                           for t, r in per.items()} for label, per in sweep.items()} if variants else None}
     write_outputs(out, all_runs, comparison, markdown)
     print(markdown)
     print(f"wrote {out}/runs.json, summary.json, report.md and plots", file=sys.stderr)
