@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ def load_synthetic_json(path: str | os.PathLike[str], workload_class: str | None
     except ValueError as exc:
         raise ValueError(f"{os.fspath(path)}: {exc}") from None
     if workload_class is not None:
-        spec = SyntheticSpec(**{**spec.__dict__, "workload_class": workload_class})
+        spec = dataclasses.replace(spec, workload_class=workload_class)
     return generate_synthetic(spec, seed)
 
 
