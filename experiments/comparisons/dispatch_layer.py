@@ -106,6 +106,7 @@ WEIGHT_SWEEP: tuple[tuple[str, dict[str, Any]], ...] = (
                                           "predicted_load": 0.5}}),
     ("prefix_load scale 2048", {"prefix_load": {"scale_tokens": 2048.0}}),
     ("prefix_load scale 128", {"prefix_load": {"scale_tokens": 128.0}}),
+    ("KV-saturation filter on", {"dispatch": {"filter_kv_saturated": True}}),
 )
 
 
@@ -172,8 +173,8 @@ def dispatch_table(runs: dict[str, RunResult]) -> str:
         lines.append("| " + " | ".join([
             label, _cell(s["ttft_ms"]["mean"], 0), _cell(s["ttft_ms"]["p99"], 0), _cell(s["tpot_ms"]["mean"], 1),
             _cell(s["ttft_ms"]["mean"] / rr["ttft_ms"]["mean"], 2), _cell(s["ttft_ms"]["p99"] / ca["ttft_ms"]["p99"], 2),
-            _cell(d["prefix_hit_rate"], 3), _cell(d["queued_prefill_max_over_mean_mean"], 2),
-            _cell(d["outstanding_max_over_mean_mean"], 2), str(s["preemptions"])]) + " |")
+            _cell(d["prefix_hit_rate"], 3), _cell(d["queued_prefill_max_over_mean"], 2),
+            _cell(d["outstanding_max_over_mean"], 2), str(s["preemptions"])]) + " |")
     return "\n".join(lines)
 
 
@@ -307,8 +308,9 @@ def run(args: argparse.Namespace) -> int:
     markdown = "\n\n".join([
         f"# Dispatch layer, simulated ({ENGINES} engines x {GPU_MODEL}, FCFS per engine, load {args.load:g})",
         f"Scored config: `{args.scored_config}`; GAPS hybrid: `{args.gaps_config}`. Load reports refreshed every "
-        f"{cluster.load_refresh_s:g} s. Balance columns: mean over 0.25 s samples of max/mean across engines of "
-        f"queued prefill tokens and of outstanding requests. SLO: TTFT <= {slo.ttft_ms:g} ms, TPOT <= {slo.tpot_ms:g} ms.",
+        f"{cluster.load_refresh_s:g} s. Balance columns (0.25 s samples): sum over samples of the busiest engine's "
+        f"queued prefill tokens (outstanding requests) / sum over samples of the engines' mean; 1 = even, "
+        f"{ENGINES} = all on one engine. SLO: TTFT <= {slo.ttft_ms:g} ms, TPOT <= {slo.tpot_ms:g} ms.",
         "## Targets (issue 5)", targets_table(targets), *sections, "![ratios](ratios.png)",
         *(["## Scored weight sweep (same variants on every trace)", sweep_table(sweep, main_runs)] if variants else [])
     ]) + "\n"

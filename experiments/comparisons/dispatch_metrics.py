@@ -6,10 +6,12 @@
 - **Load balance**: :class:`BalanceSampler` is a simulator :class:`~experiments.sim.cluster.Ticker`
   that moves nothing and, every ``period_s`` of simulated time, reads each engine's queued work:
   ``pending_prefill`` (prompt tokens not yet prefilled, cached prefix excluded, of the requests
-  waiting or mid-prefill there) and outstanding requests (running + waiting). A sample's imbalance
-  is ``max_e / mean_e`` over the engines (1 = even; ``engines`` = all work on one engine); samples
-  whose mean is 0 are skipped. The summary is the mean over samples (equal spacing, so a time
-  average over the busy period) and the 99th percentile.
+  waiting or mid-prefill there) and outstanding requests (running + waiting). Samples whose total
+  is 0 are skipped. Reported: ``max/mean`` = (sum over samples of the largest engine's work) /
+  (sum over samples of the mean engine's work), i.e. how much more the busiest engine holds than
+  the average, weighted by how much work is queued (1 = even; 8 engines: 8 = all on one); and the
+  plain mean over samples of each sample's max/mean, which nearly idle moments (one request
+  queued anywhere gives 8) dominate.
 """
 
 from __future__ import annotations
@@ -25,27 +27,33 @@ from experiments.sim.engine import SimEngine
 
 @dataclass
 class BalanceSampler:
-    """Samples max/mean queued work across engines every ``period_s`` seconds (module docstring)."""
+    """Samples each engine's queued work every ``period_s`` seconds (module docstring).
+
+    ``samples[metric]`` holds one ``(max over engines, mean over engines)`` pair per sample.
+    """
 
     period_s: float = 0.25
-    prefill_ratios: list[float] = field(default_factory=list)
-    outstanding_ratios: list[float] = field(default_factory=list)
+    samples: dict[str, list[tuple[float, float]]] = field(
+        default_factory=lambda: {"queued_prefill": [], "outstanding": []})
 
     def tick(self, engines: list[SimEngine], now: float) -> Iterable[int]:
-        for values, out in (([e.pending_prefill for e in engines], self.prefill_ratios),
-                            ([len(e.running) + len(e.waiting) for e in engines], self.outstanding_ratios)):
+        for name, values in (("queued_prefill", [e.pending_prefill for e in engines]),
+                             ("outstanding", [len(e.running) + len(e.waiting) for e in engines])):
             total = sum(values)
             if total > 0:
-                out.append(max(values) * len(values) / total)
+                self.samples[name].append((float(max(values)), total / len(values)))
         return ()
 
     def summary(self) -> dict[str, float | int | None]:
-        """``{queued_prefill,outstanding}_max_over_mean_{mean,p99}`` and the sample counts."""
+        """Per metric: ``<metric>_max_over_mean`` (work-weighted), ``<metric>_max_over_mean_sample_mean``
+        and ``<metric>_samples``."""
         result: dict[str, float | int | None] = {}
-        for name, ratios in (("queued_prefill", self.prefill_ratios), ("outstanding", self.outstanding_ratios)):
-            result[f"{name}_max_over_mean_mean"] = float(np.mean(ratios)) if ratios else None
-            result[f"{name}_max_over_mean_p99"] = float(np.percentile(ratios, 99)) if ratios else None
-            result[f"{name}_samples"] = len(ratios)
+        for name, pairs in self.samples.items():
+            maxima = np.array([m for m, _ in pairs])
+            means = np.array([m for _, m in pairs])
+            result[f"{name}_max_over_mean"] = float(maxima.sum() / means.sum()) if pairs else None
+            result[f"{name}_max_over_mean_sample_mean"] = float(np.mean(maxima / means)) if pairs else None
+            result[f"{name}_samples"] = len(pairs)
         return result
 
 
