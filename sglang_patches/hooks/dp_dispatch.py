@@ -115,6 +115,7 @@ class ReportCoverage:
         return adjusted, covered_now
 
     def dispatched(self, rank: int, request: DispatchRequest, now: float) -> None:
+        """Remember a request sent to ``rank`` at ``now`` until a snapshot covers it."""
         self._uncovered[rank].append((now, request))
 
 
