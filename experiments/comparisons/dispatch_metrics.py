@@ -11,7 +11,8 @@
   (sum over samples of the mean engine's work), i.e. how much more the busiest engine holds than
   the average, weighted by how much work is queued (1 = even; 8 engines: 8 = all on one); and the
   plain mean over samples of each sample's max/mean, which nearly idle moments (one request
-  queued anywhere gives 8) dominate.
+  queued anywhere gives 8) dominate; and the time-mean queued work per engine (zero samples
+  included), since a ratio alone hides how much is queued.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ class BalanceSampler:
     """
 
     period_s: float = 0.25
+    ticks: int = 0
     samples: dict[str, list[tuple[float, float]]] = field(
         default_factory=lambda: {"queued_prefill": [], "outstanding": []})
 
     def tick(self, engines: list[SimEngine], now: float) -> Iterable[int]:
+        self.ticks += 1
         for name, values in (("queued_prefill", [e.pending_prefill for e in engines]),
                              ("outstanding", [len(e.running) + len(e.waiting) for e in engines])):
             total = sum(values)
@@ -45,14 +48,15 @@ class BalanceSampler:
         return ()
 
     def summary(self) -> dict[str, float | int | None]:
-        """Per metric: ``<metric>_max_over_mean`` (work-weighted), ``<metric>_max_over_mean_sample_mean``
-        and ``<metric>_samples``."""
+        """Per metric: ``<metric>_max_over_mean`` (work-weighted), ``<metric>_max_over_mean_sample_mean``,
+        ``<metric>_per_engine_time_mean`` (tokens or requests) and ``<metric>_samples`` (non-zero ones)."""
         result: dict[str, float | int | None] = {}
         for name, pairs in self.samples.items():
             maxima = np.array([m for m, _ in pairs])
             means = np.array([m for _, m in pairs])
             result[f"{name}_max_over_mean"] = float(maxima.sum() / means.sum()) if pairs else None
             result[f"{name}_max_over_mean_sample_mean"] = float(np.mean(maxima / means)) if pairs else None
+            result[f"{name}_per_engine_time_mean"] = float(means.sum() / self.ticks) if self.ticks else None
             result[f"{name}_samples"] = len(pairs)
         return result
 

@@ -63,6 +63,7 @@ def test_balance_sampler_ratio():
     assert summary["queued_prefill_max_over_mean_sample_mean"] == pytest.approx(1.5)
     assert summary["outstanding_max_over_mean"] == pytest.approx((2 + 1) / (1 + 1))
     assert summary["queued_prefill_samples"] == 2
+    assert summary["queued_prefill_per_engine_time_mean"] == pytest.approx((0 + 50 + 300) / 3)
 
 
 @pytest.mark.parametrize("argv, message", [
