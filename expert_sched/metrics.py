@@ -62,9 +62,14 @@ def colocation_of_hosts(hosts: np.ndarray, transitions: np.ndarray) -> float:
     total = transitions.sum()
     if total <= 0:
         return 0.0
-    kept = sum(float((transitions[l] * stay_matrix(hosts[l], hosts[l + 1])).sum())
-               for l in range(transitions.shape[0]))
-    return kept / float(total)
+    return float(kept_transitions(hosts, transitions).sum()) / float(total)
+
+
+def kept_transitions(hosts: np.ndarray, transitions: np.ndarray) -> np.ndarray:
+    """[L-1] transitions of each consecutive layer pair that stay on one GPU, for replicas
+    ``hosts`` [L, E, G]: ``kept[l] = sum_{a,b} T[l, a, b] * stay_l[a, b]`` (:func:`stay_matrix`)."""
+    return np.array([float((transitions[l] * stay_matrix(hosts[l], hosts[l + 1])).sum())
+                     for l in range(transitions.shape[0])])
 
 
 def low_latency_traffic(placement: Placement, load: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,18 +135,49 @@ def replica_memory(placement: Placement, expert_bytes: int | None = None) -> dic
             "redundant_bytes": None if expert_bytes is None else redundant * expert_bytes}
 
 
-def placement_step_factors(placement: Placement, stats: RoutingStats) -> tuple[np.ndarray, np.ndarray]:
+#: expert-parallel execution models of :func:`placement_step_factors` (the first is the default)
+EXECUTION_MODELS: tuple[str, ...] = ("deepep-low-latency", "affinity")
+DEFAULT_EXECUTION_MODEL = EXECUTION_MODELS[0]
+
+
+def placement_step_factors(placement: Placement, stats: RoutingStats,
+                           execution: str = DEFAULT_EXECUTION_MODEL) -> tuple[np.ndarray, np.ndarray]:
     """Inputs for the step-latency model, per MoE layer [L]:
 
     - ``imbalance[l] = max_g load[l, g] / mean_g load[l, g]`` (>= 1): the slowest GPU's expert work
-      relative to a perfectly balanced layer;
-    - ``remote_fraction[l] = cross_gpu_low_latency[l] / sum_e w[l, e]``: share of (token, expert)
-      copies that leave their home GPU (DeepEP low-latency execution model).
+      relative to a perfectly balanced layer (the same under every execution model);
+    - ``remote_fraction[l]``: share of (token, expert) copies that leave the GPU the token is on,
+      under the execution model ``execution``:
+
+      - ``"deepep-low-latency"`` (SGLang with DP attention + DeepEP, the shared model above): a
+        token's GPU is its home, uniform and independent of routing, so
+        ``remote[l] = cross_gpu_low_latency[l] / sum_e w[l, e]`` (:func:`low_latency_traffic`)
+        depends only on which GPUs hold each expert, not on which experts share a GPU;
+      - ``"affinity"`` (ExFlow-style): a token is dispatched from the GPU that held its layer l-1
+        top-1 expert replica (a's tokens spread evenly over a's replicas), so the transition
+        a -> b stays local with probability ``stay_{l-1}[a, b]``, exactly the event
+        :func:`colocation` counts: ``remote[l] = 1 - kept[l-1] / sum_{a,b} T[l-1, a, b]``
+        (:func:`kept_transitions`) for l >= 1; layer 0 (and a layer pair without transitions)
+        keeps the low-latency share. All k copies of a token are taken as local exactly when its
+        top-1 route is: exact for top-1 routing; for top-k > 1 the statistics record only the
+        top-1 route, so this is the affinity model's best case (if the other k - 1 copies were
+        placed independently, only 1/k of the difference to low latency would remain).
+
+    Raises ValueError for an unknown ``execution`` or, for ``"affinity"``, stats without transitions.
     """
+    if execution not in EXECUTION_MODELS:
+        raise ValueError(f"execution model {execution!r}: expected one of {', '.join(EXECUTION_MODELS)}")
     loads = gpu_loads(placement, stats.load)
     imbalance = loads.max(1) / np.maximum(loads.mean(1), 1e-12)
     cross_gpu, _ = low_latency_traffic(placement, stats.load)
     remote = cross_gpu / np.maximum(stats.load.sum(1), 1e-12)
+    if execution == "affinity":
+        if stats.transitions is None:
+            raise ValueError(f"{stats.source}: the affinity execution model needs 'transitions' "
+                             "(top-1 expert at consecutive MoE layers), which these statistics lack")
+        mass = stats.transitions.sum((1, 2))
+        kept = kept_transitions(placement.hosts(), stats.transitions)
+        remote[1:] = np.where(mass > 0, 1 - kept / np.maximum(mass, 1e-12), remote[1:])
     return imbalance, remote
 
 
