@@ -9,7 +9,8 @@ Each ``--config LABEL:key=value,...`` is one run on the same workload; keys over
 command-line defaults: ``policy``, ``dispatch``, ``engines``, ``max_running``,
 ``max_batched_tokens``, ``kv_capacity_tokens``, ``prefix_caching`` and ``admit_whole_prompt``
 (true/false),
-``load_refresh_s``, ``placement`` (a placement JSON; needs ``--routing-stats``). Without
+``load_refresh_s``, ``placement`` (a placement JSON; needs ``--routing-stats``), ``ep_execution``
+(the placement's expert-parallel execution model, see ``--ep-execution``). Without
 ``--config`` one run is made from the command-line values. The output has the same schema, Markdown
 and plots as ``moesched bench``. Exit 0 when every request completed, 1 when some failed (e.g.
 longer than the KV capacity), 2 on bad input.
@@ -27,6 +28,7 @@ from pathlib import Path
 from moesched_base.atomic import atomic_write_text
 
 from engine_dispatch.factory import create_dispatcher, dispatcher_names
+from expert_sched.metrics import DEFAULT_EXECUTION_MODEL, EXECUTION_MODELS
 from experiments.metrics.runs import RunResult, dump_runs
 from experiments.metrics.summary import Slo
 from experiments.sim.cluster import simulate
@@ -52,6 +54,7 @@ class RunSpec:
     engine: EngineConfig
     load_refresh_s: float
     placement: str | None
+    ep_execution: str = DEFAULT_EXECUTION_MODEL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--routing-domain", help="domain of a bundled OLMoE/Mixtral routing file")
     m.add_argument("--ep-gpus", type=int, default=8, help="GPUs the placement spreads experts over")
     m.add_argument("--ep-nodes", type=int, default=1, help="nodes of those GPUs")
+    m.add_argument("--ep-execution", choices=EXECUTION_MODELS, default=DEFAULT_EXECUTION_MODEL,
+                   help="where a token is dispatched from: its home GPU (deepep-low-latency, SGLang + DeepEP) "
+                        "or the GPU of its previous layer's top-1 expert (affinity, ExFlow-style; needs "
+                        "transitions in --routing-stats); sets the placement's cross-GPU share")
     o = parser.add_argument_group("output")
     o.add_argument("--config", action="append", default=[], metavar="LABEL:key=value,...",
                    help="a run; repeat for several (see module help for keys)")
@@ -120,7 +127,7 @@ def _parse_config(text: str, default: RunSpec) -> RunSpec:
         if not eq:
             raise ValueError(f"--config {label}: expected key=value, got {item!r}")
         try:
-            if key in ("policy", "dispatch", "placement"):
+            if key in ("policy", "dispatch", "placement", "ep_execution"):
                 spec = replace(spec, **{key: value})
             elif key == "engines":
                 spec = replace(spec, engines=int(value))
@@ -136,6 +143,9 @@ def _parse_config(text: str, default: RunSpec) -> RunSpec:
             raise ValueError(f"--config {label}: bad {item!r} ({exc})") from None
     if spec.policy not in POLICY_NAMES:
         raise ValueError(f"--config {label}: policy {spec.policy!r}: expected one of {', '.join(POLICY_NAMES)}")
+    if spec.ep_execution not in EXECUTION_MODELS:
+        raise ValueError(f"--config {label}: ep_execution {spec.ep_execution!r}: expected one of "
+                         f"{', '.join(EXECUTION_MODELS)}")
     if spec.dispatch not in dispatcher_names():
         raise ValueError(f"--config {label}: dispatch {spec.dispatch!r}: expected one of "
                          f"{', '.join(dispatcher_names())}")
@@ -165,7 +175,7 @@ def run_specs(args: argparse.Namespace, model: StepTimeModel) -> list[RunSpec]:
                           request_overhead=request_overhead(args))
     default = RunSpec(label=f"{args.policy}+{args.dispatch}", policy=args.policy, dispatch=args.dispatch,
                       engines=args.engines, engine=engine, load_refresh_s=args.load_refresh_s,
-                      placement=args.placement)
+                      placement=args.placement, ep_execution=args.ep_execution)
     specs = [_parse_config(text, default) for text in args.config] or [default]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
@@ -192,7 +202,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
             raise ValueError("--placement needs --routing-stats (the routing it is evaluated on)")
         from experiments.sim.placement import placement_moe_factors
         moe = placement_moe_factors(spec.placement, args.routing_stats, args.ep_gpus, args.ep_nodes,
-                                    args.routing_domain)
+                                    args.routing_domain, spec.ep_execution)
     cluster = ClusterConfig(engines=spec.engines, engine=spec.engine,
                             queue_factory=lambda: create_queue(spec.policy),
                             load_refresh_s=spec.load_refresh_s, moe=moe)
@@ -208,6 +218,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
         "prefix_caching": engine.prefix_caching, "admit_whole_prompt": engine.admit_whole_prompt,
         "load_refresh_s": spec.load_refresh_s, "request_overhead": engine.request_overhead.to_dict(),
         "tpot_slo_budget_ms": args.tpot_slo_budget_ms, "placement": spec.placement,
+        "ep_execution": None if spec.placement is None else spec.ep_execution,
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},
         "workload": {"trace": args.trace, "format": args.format, "requests": len(requests), "rate_rps": args.rate,
                      "max_requests": args.max_requests, "start_s": args.start_s, "duration_s": args.duration_s,
