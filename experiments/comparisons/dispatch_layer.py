@@ -257,10 +257,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--load: expected a fraction in (0, 2], got {args.load}")
     sessions = SessionSpec(mean_turns=args.session_turns, think_time_s=args.session_think_s, seed=args.seed)
     slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
-    todo = policies(_resolve(args.scored_config), _resolve(args.gaps_config))
+    scored_config = _resolve(args.scored_config)
+    todo = policies(scored_config, _resolve(args.gaps_config))
     cluster = Cluster(engines=ENGINES, engine=EngineConfig(), model=resolve_model(GPU_MODEL), model_name=GPU_MODEL,
                       load_refresh_s=0.5)
-    variants = [Policy(label, "scored", todo[4].config_path, overrides)
+    variants = [Policy(label, "scored", scored_config, overrides)
                 for label, overrides in (WEIGHT_SWEEP if args.weight_sweep else ())]
     for policy in todo + variants:  # refuse a bad config before any simulation
         build_dispatcher(policy, cluster, args.seed)

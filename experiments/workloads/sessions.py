@@ -6,8 +6,8 @@ share a prefix. :func:`add_sessions` *imposes* a conversation structure on it, w
 dispatchers can be compared on a chat-like workload with the trace's arrival process and its
 per-turn token counts. Everything below is an assumption of this module, not a fact of the trace:
 
-- **Turns per session**: ``1 + Geometric``, mean :attr:`SessionSpec.mean_turns` (P(one more turn)
-  = ``1 - 1/mean_turns``), drawn when the session starts.
+- **Turns per session**: geometric on 1, 2, ... with mean :attr:`SessionSpec.mean_turns` (each
+  turn is followed by another with probability ``1 - 1/mean_turns``), drawn when the session starts.
 - **Think time**: after a turn arrives, the session's next turn may arrive no earlier than an
   exponential gap of mean :attr:`SessionSpec.think_time_s` (in the input's time base; it covers the
   previous answer's latency plus the user's reading and typing). Open-loop: the answer's real
