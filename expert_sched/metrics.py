@@ -72,6 +72,23 @@ def kept_transitions(hosts: np.ndarray, transitions: np.ndarray) -> np.ndarray:
                      for l in range(transitions.shape[0])])
 
 
+def pair_colocation_of_hosts(hosts: np.ndarray, coactivation: np.ndarray) -> float:
+    """Share of same-layer co-activated expert pairs whose copies share a GPU, for replicas [L, E, G].
+
+    ``sum_{l,a,b} C[l, a, b] * sum_g (h[l, a, g] / c[l, a]) * (h[l, b, g] / c[l, b]) / sum C``:
+    a token choosing a and b uses one of each expert's replicas, each with equal probability and
+    independently. DeepEP normal mode sends one copy per distinct destination GPU, so every pair that
+    shares a GPU saves copies: this is the proxy the solver's fan-out objective maximises; the
+    exact fan-out is :func:`normal_mode_traffic`.
+    """
+    total = coactivation.sum()
+    if total <= 0:
+        return 0.0
+    share = hosts / hosts.sum(2, keepdims=True)
+    kept = sum(float((coactivation[l] * (share[l] @ share[l].T)).sum()) for l in range(coactivation.shape[0]))
+    return kept / float(total)
+
+
 def low_latency_traffic(placement: Placement, load: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DeepEP low-latency mode: one copy per (token, selected expert). Returns per-layer [L] copies
     leaving the home GPU and leaving the home node:
@@ -189,6 +206,8 @@ def evaluate(placement: Placement, stats: RoutingStats, expert_bytes: int | None
         "balancedness_sglang": balancedness_sglang(loads),
         "balancedness_vllm": balancedness_vllm(loads),
         "colocation": None if stats.transitions is None else colocation(placement, stats.transitions),
+        "pair_colocation": None if stats.coactivation is None
+        else pair_colocation_of_hosts(placement.hosts(), stats.coactivation),
         "ll_cross_gpu_share": float(ll_gpu.sum() / max(stats.load.sum(), 1e-12)),
         "ll_cross_node_share": float(ll_node.sum() / max(stats.load.sum(), 1e-12)),
         "normal_cross_gpu_per_token": None,

@@ -1,4 +1,5 @@
-"""CP-SAT expert placement: replicate hot experts and co-locate experts that consecutive layers chain.
+"""CP-SAT expert placement: replicate hot experts, co-locate experts that consecutive layers chain
+and, optionally, experts that the same tokens select together (DeepEP normal-mode fan-out).
 
 For MoE layer l the model decides, for every logical expert e and GPU g, whether g holds a replica
 of e (``y[l, e, g]``, at most one replica of an expert per GPU) and how many replicas e gets
@@ -15,26 +16,41 @@ side of EPLB's replication boundary). Constraints:
   not have on that GPU; the balance floor becomes a heavily penalised soft constraint there, since
   the current placement may be unable to reach it in K moves.
 
-Objective: co-location (``metrics.colocation``). Tokens with top-1 expert a at layer l and b at l+1
-stay on GPU g with weight ``T[l, a, b] * y[l, a, g] / c[l, a] * y[l+1, b, g]``: quadratic across
-layers. Decomposition: block coordinate ascent over layers. Each CP-SAT model holds one layer with
-its neighbours fixed, which makes the objective linear:
+Objective (``objective``): ``colocation`` maximises ``metrics.colocation`` (share of top-1
+transitions that stay on one GPU); ``fanout`` maximises ``metrics.pair_colocation_of_hosts`` (share
+of same-layer co-activated pairs sharing a GPU, the DeepEP normal-mode fan-out proxy); ``both``
+maximises their sum. Transitions a -> b stay on GPU g with weight
+``T[l, a, b] * y[l, a, g] / c[l, a] * y[l+1, b, g]``: quadratic across layers. Decomposition: block
+coordinate ascent over layers. Each CP-SAT model holds one layer with its neighbours fixed, which
+makes the transition terms linear:
 
     sum_{b, g} y[l, b, g] * sum_a T[l-1, a, b] * h[l-1, a, g] / c[l-1, a]      (arrivals from l-1)
   + sum_{a, g} y[l, a, g] / c[l, a] * sum_b T[l, a, b] * [h[l+1, b, g] > 0]   (departures to l+1)
 
-A forward pass places layers 1..L-1 in order (a third of the time), then passes over all layers
-repeat until the time is up or a pass improves nothing. Each model is warm-started from the
-incumbent (first EPLB, or the current placement in migration mode) with ``AddHint``; a re-solved
-layer replaces the incumbent only if the whole placement's co-location improves. An expert may only
-move to its ``gpu_candidates`` GPUs with the largest linear gain (plus those it is on), which keeps
-each model small at DeepSeek-V3 scale. A joint model of several layers (quadratic terms linearised
-with one Boolean per pair and GPU) was measured worse within the same time on OLMoE (co-location
-1.33x EPLB versus 1.92x in 20 s at G=8, R=8): CP-SAT found few improving solutions of it.
+The fan-out terms stay quadratic inside the layer: a Boolean ``z[a, b, g] <= y[a, g], y[b, g]`` with
+weight ``2 C[l, a, b] / (c[a] c[b])`` (incumbent counts) for each expert's ``fanout_partners`` most
+co-activated partners and their common candidate GPUs.
 
-The reported objective and bound are summed over the last CP-SAT solve of every layer, in token
-transitions: CP-SAT's bound for each layer given its neighbours, i.e. a bound for the decomposition,
-not for the joint problem.
+Starting points: EPLB (or the current placement in migration mode), followed by a forward pass
+that places layers 1..L-1 in order given their predecessor; and the graph-partitioning seed
+(``expert_sched.graph_seed``), repaired into a feasible placement by per-layer models that maximise
+the affinity of the chosen (expert, GPU) pairs to the partition. The start that scores better is
+kept (or the EPLB / current placement itself, if neither beats it, so the result never scores
+below its warm start); passes over all layers then repeat until the budget is spent or a pass improves nothing. Each
+model is warm-started from the incumbent with ``AddHint``; a re-solved layer replaces the
+incumbent only if the whole placement's objective improves. An expert may only move to its
+``gpu_candidates`` GPUs with the largest linear gain (plus those it is on), which keeps each model
+small at DeepSeek-V3 scale. A joint model of several layers (quadratic terms linearised with one
+Boolean per pair and GPU) was measured worse within the same time on OLMoE (co-location 1.33x EPLB
+versus 1.92x in 20 s at G=8, R=8): CP-SAT found few improving solutions of it.
+
+Budget: ``time_limit`` wall-clock seconds, or, with ``deterministic_time``, CP-SAT's deterministic
+time summed over the layer solves (one worker, fixed ``seed``): the same input then gives the same
+placement on any machine at any load (the wall time is not bounded then).
+
+The reported objective and bound are summed over the last CP-SAT solve of every layer, in units
+of the objective (shares of all transitions / co-activated pairs): CP-SAT's bound for each layer
+given its neighbours, i.e. a bound for the decomposition, not for the joint problem.
 """
 
 from __future__ import annotations
@@ -47,17 +63,19 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from .eplb import eplb_placement
-from .metrics import colocation_of_hosts, gpu_loads
+from .graph_seed import seed_partition
+from .metrics import colocation_of_hosts, gpu_loads, pair_colocation_of_hosts
 from .placement import Placement, check_layout
 from .stats import RoutingStats
 
 LOAD_UNITS = 1_000_000  # integer load units per layer
-OBJECTIVE_UNITS = 1_000_000  # integer objective units for all transitions of a window
+OBJECTIVE_UNITS = 1_000_000  # integer objective units for all gains of one layer model
+OBJECTIVES = ("colocation", "fanout", "both")
 
 
 @dataclass
 class SolverOptions:
-    """Knobs of :func:`solve_placement` (times in seconds)."""
+    """Knobs of :func:`solve_placement` (times in seconds; see the module docstring)."""
 
     time_limit: float = 60.0
     num_workers: int = 2
@@ -68,11 +86,15 @@ class SolverOptions:
     max_moves: int | None = None
     seed: int = 0
     progress: bool = False
+    objective: str = "colocation"
+    fanout_partners: int = 4
+    graph_seed: bool = True
+    deterministic_time: float | None = None
 
 
 @dataclass
 class LayerSolve:
-    """The last CP-SAT solve of one layer (objective and bound in token transitions)."""
+    """The last CP-SAT solve of one layer (objective and bound in objective units)."""
 
     layer: int
     status: str
@@ -87,15 +109,75 @@ class SolveResult:
 
     placement: Placement
     eplb: Placement
-    objective: float  # co-located transitions counted by the layer models, summed (see module doc)
+    objective: float  # objective counted by the layer models, summed (see module doc)
     bound: float  # CP-SAT's bounds on those, summed
     solve_seconds: float
     layer_solves: list[LayerSolve] = field(default_factory=list)
+    start: str = "forward"  # the best start: "eplb"/"current" (as given), "forward" (pass from it), "graph"
 
     @property
     def gap(self) -> float:
         """Relative gap ``(bound - objective) / bound`` (0 = every layer model proven optimal)."""
         return 0.0 if self.bound <= 0 else max(0.0, (self.bound - self.objective) / self.bound)
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """Objective weight per transition (``colocation``) and per ordered co-activated pair (``fanout``)."""
+
+    colocation: float
+    fanout: float
+
+    def score(self, hosts: np.ndarray, stats: RoutingStats) -> float:
+        """The objective of replicas per GPU [L, E, G]: weighted shares (see module docstring)."""
+        value = 0.0
+        if self.colocation:
+            value += colocation_of_hosts(hosts, stats.transitions)
+        if self.fanout:
+            value += pair_colocation_of_hosts(hosts, stats.coactivation)
+        return value
+
+
+def _objective_weights(stats: RoutingStats, objective: str) -> _Weights:
+    """Weights making the objective ``[colocation share] + [pair share]``; checks the data exists."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    colocation = fanout = 0.0
+    if objective in ("colocation", "both"):
+        if stats.transitions is None or stats.num_layers < 2 or stats.transitions.sum() <= 0:
+            raise ValueError(f"{stats.source}: objective {objective!r} needs 'transitions' between at "
+                             "least two layers")
+        colocation = 1.0 / float(stats.transitions.sum())
+    if objective in ("fanout", "both"):
+        if stats.coactivation is None or stats.coactivation.sum() <= 0:
+            raise ValueError(f"{stats.source}: objective {objective!r} needs 'coactivation' (a per-token "
+                             "recorder dump or an .npz/.json with field 'coactivation')")
+        fanout = 1.0 / float(stats.coactivation.sum())
+    return _Weights(colocation, fanout)
+
+
+class _Budget:
+    """What the solver may still spend: wall-clock seconds since creation, or (``deterministic``)
+    CP-SAT deterministic time summed over the solves charged to it."""
+
+    def __init__(self, limit: float, deterministic: bool):
+        self.limit = limit
+        self.deterministic = deterministic
+        self.start = time.monotonic()
+        self.used = 0.0
+
+    def remaining(self) -> float:
+        return self.limit - (self.used if self.deterministic else time.monotonic() - self.start)
+
+    def configure(self, solver: cp_model.CpSolver, amount: float) -> None:
+        """Give ``solver`` at most ``amount`` of this budget."""
+        if self.deterministic:
+            solver.parameters.max_deterministic_time = amount
+        else:
+            solver.parameters.max_time_in_seconds = amount
+
+    def charge(self, solver: cp_model.CpSolver) -> None:
+        self.used += solver.deterministic_time
 
 
 def _allowed_counts(load: np.ndarray, base: np.ndarray, freedom: int, num_gpus: int,
@@ -128,15 +210,33 @@ def _candidate_gpus(gain: np.ndarray, hint: np.ndarray, allowed: list[list[int]]
     return out
 
 
+@dataclass(frozen=True)
+class _LayerGains:
+    """Objective of one layer model: ``arrive`` [E, G] per replica, ``depart`` [E, G] divided by the
+    expert's count, ``pairs`` (a, b, weight) for a and b sharing a GPU."""
+
+    arrive: np.ndarray
+    depart: np.ndarray
+    pairs: list[tuple[int, int, float]]
+
+    def linear(self, counts: np.ndarray, hosts: np.ndarray) -> np.ndarray:
+        """[E, G] gain of one replica of e on g with the incumbent ``hosts`` [E, G] elsewhere."""
+        gain = self.arrive + self.depart / counts[:, None]
+        for a, b, w in self.pairs:
+            gain[a] += w * (hosts[b] > 0)
+            gain[b] += w * (hosts[a] > 0)
+        return gain
+
+
 class _LayerModel:
     """CP-SAT model of one layer given its neighbours (see module docstring)."""
 
     def __init__(self, load: np.ndarray, allowed: list[list[int]], cap: int, slots: int,
-                 candidates: list[np.ndarray], arrive: np.ndarray, depart: np.ndarray,
-                 current: np.ndarray | None, max_moves: int | None):
-        """load [E] tokens; arrive/depart [E, G] linear gains (departures before dividing by c)."""
+                 candidates: list[np.ndarray], gains: _LayerGains, current: np.ndarray | None,
+                 max_moves: int | None):
+        """load [E] tokens; cap in integer load units; current [E, G] replicas (migration mode)."""
         model = self.model = cp_model.CpModel()
-        num_experts, num_gpus = arrive.shape
+        num_experts, num_gpus = gains.arrive.shape
         self.num_gpus = num_gpus
         self.y: list[dict[int, cp_model.IntVar]] = []
         per_gpu_load: list[list[cp_model.LinearExprT]] = [[] for _ in range(num_gpus)]
@@ -145,6 +245,7 @@ class _LayerModel:
         unit = LOAD_UNITS / max(float(load.sum()), 1e-12)
         self.r: list[dict[int, cp_model.IntVar]] = []
         self.z: dict[tuple[int, int, int], cp_model.IntVar] = {}
+        self.pair_z: dict[tuple[int, int, int], cp_model.IntVar] = {}
         for e in range(num_experts):
             y = {int(g): model.NewBoolVar("") for g in candidates[e]}
             self.y.append(y)
@@ -158,10 +259,10 @@ class _LayerModel:
                 model.Add(sum(y.values()) == counts[0])
             for g, var in y.items():
                 per_gpu_slots[g].append(var)
-                objective.append((var, arrive[e, g]))
+                objective.append((var, gains.arrive[e, g]))
                 if not r:  # fixed count: load and departures are linear in y
                     per_gpu_load[g].append(math.ceil(load[e] / counts[0] * unit) * var)
-                    objective.append((var, depart[e, g] / counts[0]))
+                    objective.append((var, gains.depart[e, g] / counts[0]))
                     continue
                 zs = []
                 for k in counts:  # z = y AND (count == k)
@@ -169,8 +270,14 @@ class _LayerModel:
                     model.AddImplication(z, r[k])
                     zs.append(z)
                     per_gpu_load[g].append(math.ceil(load[e] / k * unit) * z)
-                    objective.append((z, depart[e, g] / k))
+                    objective.append((z, gains.depart[e, g] / k))
                 model.Add(sum(zs) == var)
+        for a, b, w in gains.pairs:  # pair on one GPU: z <= y[a, g], z <= y[b, g] (maximised)
+            for g in self.y[a].keys() & self.y[b].keys():
+                z = self.pair_z[(a, b, g)] = model.NewBoolVar("")
+                model.AddImplication(z, self.y[a][g])
+                model.AddImplication(z, self.y[b][g])
+                objective.append((z, w))
         soft = current is not None
         self.excess = model.NewIntVar(0, LOAD_UNITS, "") if soft else 0
         for g in range(num_gpus):
@@ -179,8 +286,8 @@ class _LayerModel:
             if current is not None and max_moves is not None:
                 model.Add(sum(self.y[e][g] for e in range(num_experts)
                               if g in self.y[e] and current[e, g] == 0) <= max_moves)
-        total = float(arrive.sum() + depart.sum())
-        self.scale = OBJECTIVE_UNITS / max(total, 1e-12)
+        total = float(gains.arrive.sum() + gains.depart.sum() + sum(w for _, _, w in gains.pairs))
+        self.scale = OBJECTIVE_UNITS / max(total, 1e-300)
         terms = [round(w * self.scale) * v for v, w in objective if round(w * self.scale) > 0]
         model.Maximize(sum(terms) - (OBJECTIVE_UNITS + 1) * self.excess)
 
@@ -194,6 +301,8 @@ class _LayerModel:
                 self.model.AddHint(var, int(counts[e]) == k)
         for (e, g, k), var in self.z.items():
             self.model.AddHint(var, bool(hosts[e, g]) and int(counts[e]) == k)
+        for (a, b, g), var in self.pair_z.items():
+            self.model.AddHint(var, bool(hosts[a, g]) and bool(hosts[b, g]))
 
     def hosts(self, solver: cp_model.CpSolver) -> np.ndarray:
         """[E, G] 0/1 replicas of the solution."""
@@ -228,7 +337,8 @@ def _balance_caps(stats: RoutingStats, eplb: Placement, tolerance: float) -> np.
 
 def _rows_from_hosts(hosts: np.ndarray) -> np.ndarray:
     """[L, P] slot rows (each GPU's experts in ascending id) from [L, E, G] replicas per GPU."""
-    return np.stack([np.concatenate([np.flatnonzero(layer[:, g]) for g in range(layer.shape[1])])
+    experts = np.arange(hosts.shape[1])
+    return np.stack([np.concatenate([np.repeat(experts, layer[:, g]) for g in range(layer.shape[1])])
                      for layer in hosts])
 
 
@@ -238,11 +348,6 @@ def _excess(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray) -> float:
     per_replica = stats.load / np.maximum(hosts.sum(2), 1) * unit[:, None]
     loads = np.einsum("leg,le->lg", hosts, per_replica)
     return float(np.clip(loads - caps[:, None], 0, None).sum())
-
-
-def _score(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray) -> tuple[float, float]:
-    """(-excess load, co-location) of replicas per GPU [L, E, G]: larger is better, lexicographically."""
-    return (-round(_excess(stats, hosts, caps)), colocation_of_hosts(hosts, stats.transitions))
 
 
 def _spread_duplicates(load: np.ndarray, hosts: np.ndarray, cap: float) -> bool:
@@ -289,6 +394,116 @@ def _departures(transitions: np.ndarray, next_hosts: np.ndarray) -> np.ndarray:
     return transitions @ (next_hosts > 0).astype(np.float64)
 
 
+def _fanout_pairs(coactivation: np.ndarray, counts: np.ndarray, partners: int,
+                  weight: float) -> list[tuple[int, int, float]]:
+    """(a, b, weight) for each expert's ``partners`` most co-activated partners, a < b, from one
+    layer's coactivation [E, E] and replica counts [E]; the weight counts both orders (a, b), (b, a)."""
+    if weight <= 0 or partners <= 0:
+        return []
+    num_experts = coactivation.shape[0]
+    take = min(partners, num_experts - 1)
+    if take <= 0:
+        return []
+    top = np.argpartition(-coactivation, take - 1, axis=1)[:, :take]
+    chosen = {(min(a, int(b)), max(a, int(b))) for a in range(num_experts) for b in top[a] if a != b}
+    return [(a, b, 2 * weight * float(coactivation[a, b]) / float(counts[a] * counts[b]))
+            for a, b in sorted(chosen) if coactivation[a, b] > 0]
+
+
+class _Search:
+    """The state of one :func:`solve_placement` call: the incumbent and the per-layer re-solves."""
+
+    def __init__(self, stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray, slots: int,
+                 allowed: list[list[list[int]]], weights: _Weights, opts: SolverOptions,
+                 current_hosts: np.ndarray | None, budget: _Budget):
+        self.stats, self.hosts, self.caps, self.slots = stats, hosts, caps, slots
+        self.allowed, self.weights, self.opts = allowed, weights, opts
+        self.current_hosts, self.budget = current_hosts, budget
+        self.rng = np.random.default_rng(opts.seed)
+        self.solves: dict[int, LayerSolve] = {}
+        self.bar = None
+
+    def score(self, hosts: np.ndarray) -> tuple[float, float]:
+        """(-excess load, objective) of replicas per GPU [L, E, G]: larger is better, lexicographically."""
+        return -round(_excess(self.stats, hosts, self.caps)), self.weights.score(hosts, self.stats)
+
+    def gains(self, hosts: np.ndarray, layer: int, forward: bool) -> _LayerGains:
+        """Objective of ``layer`` with the other layers of ``hosts`` [L, E, G] fixed (``forward``:
+        the next layer is not placed yet, so departures are left out)."""
+        stats, w = self.stats, self.weights
+        zeros = np.zeros((stats.num_experts, hosts.shape[2]))
+        arrive = depart = zeros
+        if w.colocation and layer > 0:
+            arrive = w.colocation * _arrivals(stats.transitions[layer - 1], hosts[layer - 1])
+        if w.colocation and not forward and layer + 1 < stats.num_layers:
+            depart = w.colocation * _departures(stats.transitions[layer], hosts[layer + 1])
+        pairs = [] if not w.fanout else _fanout_pairs(stats.coactivation[layer], hosts[layer].sum(1),
+                                                      self.opts.fanout_partners, w.fanout)
+        return _LayerGains(arrive, depart, pairs)
+
+    def solve(self, layer: int, gains: _LayerGains, amount: float,
+              label: str) -> tuple[np.ndarray, LayerSolve] | None:
+        """CP-SAT on ``layer`` with ``gains``, hinted from the incumbent: its [E, G] replicas and
+        what CP-SAT reported, or None if it found no solution."""
+        hint = self.hosts[layer]
+        candidates = _candidate_gpus(gains.linear(hint.sum(1), hint), hint, self.allowed[layer],
+                                     self.opts.gpu_candidates, self.rng)
+        model = _LayerModel(self.stats.load[layer], self.allowed[layer], int(self.caps[layer]), self.slots,
+                            candidates, gains, None if self.current_hosts is None else self.current_hosts[layer],
+                            self.opts.max_moves)
+        model.hint(hint)
+        solver = cp_model.CpSolver()
+        self.budget.configure(solver, max(amount, 0.05))
+        deterministic = self.opts.deterministic_time is not None
+        solver.parameters.num_workers = 1 if deterministic else max(1, min(self.opts.num_workers, 2))
+        solver.parameters.random_seed = self.opts.seed
+        tick = time.monotonic()
+        status = solver.Solve(model.model, _Progress(self.bar, label))
+        self.budget.charge(solver)
+        if self.bar is not None:
+            self.bar.update(1)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return None
+        return model.hosts(solver), LayerSolve(layer, solver.StatusName(status),
+                                               solver.ObjectiveValue() / model.scale,
+                                               solver.BestObjectiveBound() / model.scale, time.monotonic() - tick)
+
+    def improve_layer(self, layer: int, amount: float, forward: bool) -> bool:
+        """Re-solve ``layer`` with its neighbours fixed; True if the incumbent changed (a forward
+        step always takes the solution, a later one only if the whole placement scores better)."""
+        solved = self.solve(layer, self.gains(self.hosts, layer, forward), amount, f"layer {layer}")
+        if solved is None:
+            return False
+        candidate = self.hosts.copy()
+        candidate[layer], self.solves[layer] = solved
+        if not forward and self.score(candidate) <= self.score(self.hosts):
+            return False
+        self.hosts = candidate
+        return True
+
+    def graph_start(self, amount_per_layer: float) -> np.ndarray:
+        """The graph-partitioning seed made feasible layer by layer: [L, E, G] replicas.
+
+        The partition's one-hot placement (part g = GPU g) ignores slots and balance; layer l is
+        re-solved with its own objective, arrivals from the already repaired layer l-1 and
+        departures to the partition's layer l+1 (a look-ahead the plain forward pass lacks). A
+        layer whose model finds no solution keeps the incumbent's.
+        """
+        stats, w = self.stats, self.weights
+        num_gpus = self.hosts.shape[2]
+        parts = seed_partition(stats, num_gpus, w.colocation, w.fanout, seed=self.opts.seed)
+        ideal = np.zeros_like(self.hosts)
+        ideal[np.arange(stats.num_layers)[:, None], np.arange(stats.num_experts)[None, :], parts] = 1
+        seeded = self.hosts.copy()
+        for layer in range(stats.num_layers):
+            view = np.concatenate([seeded[:layer + 1], ideal[layer + 1:]])
+            solved = self.solve(layer, self.gains(view, layer, forward=False), amount_per_layer,
+                                f"seed layer {layer}")
+            if solved is not None:
+                seeded[layer] = solved[0]
+        return seeded
+
+
 def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_nodes: int = 1,
                     num_groups: int | None = None, options: SolverOptions | None = None) -> SolveResult:
     """Solve a placement for ``stats`` on ``num_gpus`` GPUs with ``num_redundant`` extra replicas.
@@ -299,90 +514,61 @@ def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_
     opts = options or SolverOptions()
     start = time.monotonic()
     slots = check_layout(stats.num_experts, num_redundant, num_gpus, num_nodes)
-    if stats.transitions is None or stats.num_layers < 2:
-        raise ValueError(f"{stats.source}: co-location needs 'transitions' between at least two layers")
+    weights = _objective_weights(stats, opts.objective)
     if (opts.current is None) != (opts.max_moves is None):
         raise ValueError("migration mode needs both a current placement (--current) and --max-moves")
+    limit = opts.time_limit if opts.deterministic_time is None else opts.deterministic_time
+    if limit <= 0:
+        raise ValueError(f"the solver budget must be > 0, got {limit}")
+    budget = _Budget(limit, opts.deterministic_time is not None)
     eplb = eplb_placement(stats.load, num_gpus, num_redundant, num_nodes, num_groups)
-    start_rows = eplb.phy2log
     current_hosts = None
     if opts.current is not None:
         if opts.current.phy2log.shape != eplb.phy2log.shape or opts.current.num_gpus != num_gpus:
             raise ValueError(f"current placement has shape {list(opts.current.phy2log.shape)} on "
                              f"{opts.current.num_gpus} GPUs, expected {list(eplb.phy2log.shape)} on {num_gpus}")
         current_hosts = opts.current.hosts()
-        start_rows = opts.current.phy2log
-    rows = start_rows.copy()
-    hosts = Placement(rows, stats.num_experts, num_gpus, num_nodes).hosts()
+    hosts = (eplb if current_hosts is None else opts.current).hosts()
     caps = _balance_caps(stats, eplb, opts.balance_tolerance)
     if current_hosts is None:
         for layer in range(stats.num_layers):
-            if _spread_duplicates(stats.load[layer], hosts[layer], caps[layer]):
-                rows[layer] = _rows_from_hosts(hosts[layer:layer + 1])[0]
+            _spread_duplicates(stats.load[layer], hosts[layer], caps[layer])
     allowed = [_allowed_counts(stats.load[l], hosts[l].sum(1), opts.count_freedom, num_gpus, num_redundant > 0)
                for l in range(stats.num_layers)]
-    rng = np.random.default_rng(opts.seed)
-    solves: dict[int, LayerSolve] = {}
-    bar = None
+    search = _Search(stats, hosts, caps, slots, allowed, weights, opts, current_hosts, budget)
+    num_layers = stats.num_layers
+    use_seed = opts.graph_seed and current_hosts is None and num_gpus > 1
     if opts.progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc="placing", unit="layer", leave=False)
-
-    def solve_layer(layer: int, budget: float, forward: bool) -> bool:
-        """Re-solve ``layer`` with its neighbours fixed; True if the incumbent improved."""
-        nonlocal hosts
-        zeros = np.zeros((stats.num_experts, num_gpus))
-        arrive = _arrivals(stats.transitions[layer - 1], hosts[layer - 1]) if layer > 0 else zeros
-        has_next = not forward and layer + 1 < stats.num_layers
-        depart = _departures(stats.transitions[layer], hosts[layer + 1]) if has_next else zeros
-        gain = arrive + depart / hosts[layer].sum(1, keepdims=True)
-        model = _LayerModel(stats.load[layer], allowed[layer], int(caps[layer]), slots,
-                            _candidate_gpus(gain, hosts[layer], allowed[layer], opts.gpu_candidates, rng),
-                            arrive, depart, None if current_hosts is None else current_hosts[layer],
-                            opts.max_moves)
-        model.hint(hosts[layer])
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(budget, 0.05)
-        solver.parameters.num_workers = max(1, min(opts.num_workers, 2))
-        solver.parameters.random_seed = opts.seed
-        tick = time.monotonic()
-        status = solver.Solve(model.model, _Progress(bar, f"layer {layer}"))
-        if bar is not None:
-            bar.update(1)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):  # keep the incumbent layer
-            return False
-        solves[layer] = LayerSolve(layer, solver.StatusName(status), solver.ObjectiveValue() / model.scale,
-                                   solver.BestObjectiveBound() / model.scale, time.monotonic() - tick)
-        candidate = hosts.copy()
-        candidate[layer] = model.hosts(solver)
-        if not forward and _score(stats, candidate, caps) <= _score(stats, hosts, caps):
-            return False
-        hosts = candidate
-        rows[layer] = _rows_from_hosts(candidate[layer:layer + 1])[0]
-        return True
-
-    def remaining() -> float:
-        return opts.time_limit - (time.monotonic() - start)
-
+        search.bar = tqdm(desc="placing", unit="layer", leave=False)
     try:
-        # forward pass: layers 1..L-1, each after its predecessor, in a third of the time
-        for layer in range(1, stats.num_layers):
-            solve_layer(layer, (remaining() - 2 * opts.time_limit / 3) / (stats.num_layers - layer), forward=True)
-        # block coordinate ascent over all layers until the time is up or nothing improves
+        starts = {"eplb" if current_hosts is None else "current": search.hosts}
+        if use_seed:  # a sixth of the budget repairs the seed
+            starts["graph"] = search.graph_start(limit / (6 * num_layers))
+        # forward pass from the incumbent: layers 1..L-1 after their predecessor, until a third is spent
+        share = 1 / 2 if use_seed else 2 / 3
+        for layer in range(1, num_layers):
+            search.improve_layer(layer, (budget.remaining() - share * limit) / (num_layers - layer), forward=True)
+        starts["forward"] = search.hosts
+        start_name = max(starts, key=lambda name: search.score(starts[name]))  # first of equals
+        if start_name != "forward":
+            search.hosts = starts[start_name]
+            search.solves.clear()  # their bounds were about the forward pass's layers
+        # block coordinate ascent over all layers until the budget is spent or nothing improves
         improved = True
-        while improved and remaining() > 0.1:
+        while improved and budget.remaining() > 0.1:
             improved = False
-            for layer in range(stats.num_layers):
-                if remaining() <= 0.1:
+            for layer in range(num_layers):
+                if budget.remaining() <= 0.1:
                     break
-                improved |= solve_layer(layer, min(remaining(), opts.time_limit / (3 * stats.num_layers)),
-                                        forward=False)
+                improved |= search.improve_layer(layer, min(budget.remaining(), limit / (3 * num_layers)),
+                                                 forward=False)
     finally:
-        if bar is not None:
-            bar.close()
-    placement = Placement(rows, stats.num_experts, num_gpus, num_nodes)
-    return SolveResult(placement=placement, eplb=eplb,
-                       objective=sum(s.objective for s in solves.values()),
-                       bound=sum(s.bound for s in solves.values()),
-                       solve_seconds=time.monotonic() - start, layer_solves=list(solves.values()))
+        if search.bar is not None:
+            search.bar.close()
+    placement = Placement(_rows_from_hosts(search.hosts), stats.num_experts, num_gpus, num_nodes)
+    solves = list(search.solves.values())
+    return SolveResult(placement=placement, eplb=eplb, objective=sum(s.objective for s in solves),
+                       bound=sum(s.bound for s in solves), solve_seconds=time.monotonic() - start,
+                       layer_solves=solves, start=start_name)

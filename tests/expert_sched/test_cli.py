@@ -19,7 +19,7 @@ def test_place_writes_sglang_file_and_report(tmp_path, capsys):
     assert phy2log.shape == (3, 72)
     assert all(set(row) == set(range(64)) for row in phy2log.tolist())
     rep = json.loads(report.read_text())
-    assert {"solution", "eplb", "solve_seconds", "bound_transitions", "gap"} <= set(rep)
+    assert {"solution", "eplb", "solve_seconds", "bound", "gap", "start"} <= set(rep)
     assert "colocation" in capsys.readouterr().out
 
 
@@ -39,6 +39,8 @@ def test_migration_mode_round_trip(tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (["--num-gpus", "7", "--num-redundant", "8"], "not divisible by --num-gpus 7"),
     (["--num-gpus", "8", "--num-redundant", "0", "--domain", "nope"], "unknown domain"),
+    (["--num-gpus", "8", "--num-redundant", "0", "--objective", "fanout"], "needs 'coactivation'"),
+    (["--num-gpus", "8", "--num-redundant", "0", "--deterministic-time", "0"], "--deterministic-time must be > 0"),
 ])
 def test_impossible_input_is_one_line_exit_2(tmp_path, capsys, extra, message):
     out = tmp_path / "p.json"

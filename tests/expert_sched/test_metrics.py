@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from expert_sched.metrics import (balancedness_sglang, balancedness_vllm, colocation, gpu_loads,
-                                  low_latency_traffic, normal_mode_traffic, placement_step_factors)
+                                  low_latency_traffic, normal_mode_traffic, pair_colocation_of_hosts,
+                                  placement_step_factors)
 from expert_sched.stats import stats_from_topk_ids
 
 from expert_sched_strategies import placements
@@ -54,6 +55,25 @@ def test_colocation_brute_force(placement, seed):
             stay += sum(1 / len(gpus_a) for g in gpus_a if g in gpus_b)
     total = (placement.num_layers - 1) * ids.shape[1]
     assert abs(colocation(placement, stats.transitions) - stay / total) < 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(placements(), st.integers(0, 1000))
+def test_pair_colocation_brute_force(placement, seed):
+    ids = _tokens(placement, seed)
+    stats = stats_from_topk_ids(ids, placement.num_experts)
+    shared = pairs = 0.0
+    for layer in range(placement.num_layers):
+        for token in ids[layer]:
+            for a in token:
+                for b in token:
+                    if a == b:
+                        continue
+                    gpus_a, gpus_b = _replica_gpus(placement, layer, a), _replica_gpus(placement, layer, b)
+                    pairs += 1  # one replica of each, uniformly and independently: same GPU?
+                    shared += sum(ga == gb for ga in gpus_a for gb in gpus_b) / (len(gpus_a) * len(gpus_b))
+    got = pair_colocation_of_hosts(placement.hosts(), stats.coactivation)
+    assert abs(got - (shared / pairs if pairs else 0.0)) < 1e-9
 
 
 def _dest(placement, layer, home, expert):
