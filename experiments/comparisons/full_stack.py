@@ -10,6 +10,15 @@ prefix caching on, load reports 0.5 s stale. Expert placements are solved on rou
 preset's MoE terms are anchored at the trivial placement (the preset was fitted to vLLM without
 EPLB), so only a placement better than vLLM's changes step times.
 
+Expert-parallel execution model (``expert_sched.metrics.EXECUTION_MODELS``): every stack runs
+``deepep-low-latency`` (SGLang with DP attention + DeepEP: a token's GPU is independent of its
+experts, so co-location saves no traffic) except the ``@affinity*`` rows of the placement ablation
+(EPLB vs solver): ``@affinity`` runs ``affinity`` (ExFlow-style: a token continues on the GPU of
+its previous layer's top-1 expert, which no SGLang release does; it shows what co-location buys if
+the runtime kept tokens there); ``@affinity-decode`` is the same with the placement's traffic
+reaching decode tokens only (:class:`.placements.DecodeOnlyPlacementTraffic`: SGLang's prefill
+uses DeepEP normal mode, whose EP2 top-8 traffic hardly depends on the placement).
+
 Stacks (same requests, same hardware):
 
 | label | request policy | dispatch | placement | admission |
@@ -21,6 +30,8 @@ Stacks (same requests, same hardware):
 | sglang+placement | fcfs | round-robin | solver | whole prompt |
 | moesched | sjf-aging | scored | solver | whole prompt |
 | moesched+budget | sjf-aging + SLO prefill token budget (TPOT 50 ms) | scored | solver | whole prompt |
+| sglang@affinity, sglang+placement@affinity | fcfs | round-robin | eplb, solver (affinity execution) | whole prompt |
+| sglang@affinity-decode, sglang+placement@affinity-decode | fcfs | round-robin | eplb, solver (affinity, decode tokens only) | whole prompt |
 
 Capacity per trace: saturating run of the ``vllm`` stack (:mod:`.capacity`); offered load
 ``--load`` x that. Targets (issue 7) on Azure conv and Mooncake, for moesched and moesched+budget:
@@ -31,17 +42,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from experiments.comparisons.capacity import saturation_capacity
 from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress
-from experiments.comparisons.placements import anchored_model, build_placements
+from experiments.comparisons.placements import (
+    DecodeOnlyPlacementTraffic, PlacementSet, anchored_model, build_placements, factor_key,
+)
 from experiments.comparisons.report import (
-    Target, comparison_table, ratio_bars, ratio_target, targets_table, write_outputs,
+    Target, comparison_table, metric, ratio_bars, ratio_target, targets_table, write_outputs,
 )
 from experiments.comparisons.stack import Cluster, Stack, run_stack
 from experiments.metrics.runs import RunResult
 from experiments.sim.config import EngineConfig
+from expert_sched.metrics import DEFAULT_EXECUTION_MODEL, EXECUTION_MODELS
 from perf_model.presets import preset_model
 
 GPU_MODEL = "qwen3-30b-a3b-2xh100-ep2"
@@ -50,6 +65,16 @@ ENGINE = EngineConfig(max_running=1024, max_batched_tokens=8192, kv_capacity_tok
 TARGET_TRACES = ("azure-conv", "mooncake")
 BASELINE = "vllm"
 OURS = "moesched"
+#: the placement ablation: stack labels with EPLB and with the solver (else identical)
+ABLATION = ("sglang", "sglang+placement")
+#: ablation variants: (name, execution model, does the placement's traffic reach prefill tokens)
+ABLATION_VARIANTS = (("deepep-low-latency", "deepep-low-latency", True), ("affinity", "affinity", True),
+                     ("affinity-decode", "affinity", False))
+
+
+def ablation_label(label: str, variant: str) -> str:
+    """Stack label of ablation stack ``label`` in ``variant`` (the plain label for the default model)."""
+    return label if variant == DEFAULT_EXECUTION_MODEL else f"{label}@{variant}"
 
 
 def stacks(tpot_budget_ms: float) -> list[Stack]:
@@ -62,6 +87,9 @@ def stacks(tpot_budget_ms: float) -> list[Stack]:
         Stack(OURS, policy="sjf-aging", dispatch="scored", placement="solver"),
         Stack(f"{OURS}+budget", policy="sjf-aging", dispatch="scored", placement="solver",
               tpot_budget_ms=tpot_budget_ms),
+        *(Stack(ablation_label(label, variant), placement=factor_key(placement, execution))
+          for variant, execution, _ in ABLATION_VARIANTS if variant != DEFAULT_EXECUTION_MODEL
+          for label, placement in zip(ABLATION, ("eplb", "solver"))),
     ]
 
 
@@ -75,13 +103,40 @@ def trace_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
     return targets
 
 
-def placement_table(placements) -> str:
-    lines = ["| placement | MoE imbalance (max/mean GPU load) | remote share | balancedness (SGLang) | co-location |",
-             "|---|---|---|---|---|"]
-    for name, factors in placements.factors.items():
+def placement_table(placements: PlacementSet) -> str:
+    """Per placement: imbalance, remote share under each execution model, balancedness, co-location."""
+    remote_heads = " | ".join(f"remote share ({execution})" for execution in EXECUTION_MODELS)
+    lines = [f"| placement | MoE imbalance (max/mean GPU load) | {remote_heads} | balancedness (SGLang) | co-location |",
+             "|---|---|" + "---|" * len(EXECUTION_MODELS) + "---|---|"]
+    for name, factors in placements.factors[DEFAULT_EXECUTION_MODEL].items():
         m = placements.metrics[name]
-        lines.append(f"| {name} | {factors.imbalance:.4f} | {factors.remote_fraction:.3f} | "
+        remotes = " | ".join(f"{placements.factors[execution][name].remote_fraction:.3f}"
+                             for execution in EXECUTION_MODELS)
+        lines.append(f"| {name} | {factors.imbalance:.4f} | {remotes} | "
                      f"{m['balancedness_sglang']:.4f} | {m['colocation']:.3f} |")
+    return "\n".join(lines)
+
+
+def placement_ablation(runs: dict[str, RunResult]) -> dict[str, dict[str, float | None]]:
+    """Per ablation variant: mean TPOT and TTFT of the EPLB and solver stacks and solver / EPLB."""
+    rows = {}
+    for variant, _, _ in ABLATION_VARIANTS:
+        eplb, solver = (runs[ablation_label(label, variant)] for label in ABLATION)
+        row: dict[str, float | None] = {}
+        for name, path in (("tpot_ms", "tpot_ms.mean"), ("ttft_ms", "ttft_ms.mean")):
+            a, b = metric(eplb, path), metric(solver, path)
+            row |= {f"eplb_{name}": a, f"solver_{name}": b,
+                    f"{name}_ratio": None if a is None or b is None or a == 0 else b / a}
+        rows[variant] = row
+    return rows
+
+
+def ablation_table(rows: dict[str, dict[str, float | None]]) -> str:
+    lines = ["| variant | EPLB TPOT mean ms | solver TPOT mean ms | solver / EPLB TPOT "
+             "| EPLB TTFT mean ms | solver TTFT mean ms | solver / EPLB TTFT |", "|---|---|---|---|---|---|---|"]
+    for variant, r in rows.items():
+        lines.append(f"| {variant} | {r['eplb_tpot_ms']:.2f} | {r['solver_tpot_ms']:.2f} | {r['tpot_ms_ratio']:.4f} "
+                     f"| {r['eplb_ttft_ms']:.1f} | {r['solver_ttft_ms']:.1f} | {r['ttft_ms_ratio']:.4f} |")
     return "\n".join(lines)
 
 
@@ -109,13 +164,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     placements = build_placements(args.routing_stats, args.routing_domain, EP_GPUS, args.num_redundant,
                                   args.solve_time_s, args.placement)
-    model = anchored_model(preset_model(GPU_MODEL), placements.factors["trivial"])
+    model = anchored_model(preset_model(GPU_MODEL), placements.factors[DEFAULT_EXECUTION_MODEL]["trivial"])
     cluster = Cluster(engines=args.engines, engine=ENGINE, model=model, model_name=model.name,
-                      placements=placements.factors)
+                      placements=placements.cluster_factors())
+    decode_only = DecodeOnlyPlacementTraffic(model, placements.factors[DEFAULT_EXECUTION_MODEL]["eplb"].remote_fraction)
+    decode_only_cluster = replace(cluster, model=decode_only, model_name=decode_only.name)
+    decode_only_labels = {ablation_label(label, variant) for variant, _, full in ABLATION_VARIANTS if not full
+                          for label in ABLATION}
     todo = stacks(args.tpot_budget_ms)
     all_runs: list[RunResult] = []
     per_trace: dict[str, list[RunResult]] = {}
-    capacities, targets, sections = {}, [], []
+    capacities, targets, sections, ablations = {}, [], [], {}
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "full stack") as bar:
         for trace in traces:
             capacity = saturation_capacity(todo[0], cluster, trace.load(n_requests), n_capacity)
@@ -128,14 +187,18 @@ def run(args: argparse.Namespace) -> int:
             workload = {"trace": trace.name, "requests": len(requests), "rate_rps": rate, "load": args.load}
             runs: dict[str, RunResult] = {}
             for stack in todo:
-                runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
+                on = decode_only_cluster if stack.label in decode_only_labels else cluster
+                runs[stack.label] = run_stack(stack, on, requests, slo, workload)
                 bar.update()
             if trace.name in TARGET_TRACES:
                 targets += trace_targets(trace.name, runs)
             per_trace[trace.name] = list(runs.values())
+            ablations[trace.name] = placement_ablation(runs)
             sections.append(f"### {trace.name}: {len(requests)} requests at {rate:.2f} req/s "
                             f"({args.load:g} x capacity {capacity.rate_rps:.2f} req/s)\n\n"
-                            + comparison_table(list(runs.values()), runs[BASELINE]))
+                            + comparison_table(list(runs.values()), runs[BASELINE])
+                            + "\n\nPlacement ablation (EPLB vs solver, same stack otherwise):\n\n"
+                            + ablation_table(ablations[trace.name]))
             all_runs += [RunResult(f"{trace.name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
     ratio_bars(per_trace, BASELINE, out / "ratios.png")
     markdown = "\n\n".join([
@@ -143,13 +206,19 @@ def run(args: argparse.Namespace) -> int:
         f"SLO attainment: TTFT <= {slo.ttft_ms:g} ms and TPOT <= {slo.tpot_ms:g} ms. Request-layer token "
         f"budget: TPOT SLO {args.tpot_budget_ms:g} ms.",
         f"## Placements ({placements.source}, {EP_GPUS} GPUs, {args.num_redundant} redundant)",
+        f"Execution model: every stack runs {DEFAULT_EXECUTION_MODEL} except the '@affinity' rows (affinity) "
+        "and the '@affinity-decode' rows (affinity, placement traffic on decode tokens only).",
         placement_table(placements), "## Targets (issue 7)", targets_table(targets), *sections,
         "![ratios](ratios.png)"]) + "\n"
     comparison = {
         "capacities": capacities, "targets": [t.to_dict() for t in targets], "gpu_model": model.name,
         "engines": args.engines, "quick": args.quick, "routing_stats": placements.source,
-        "placements": {name: {"imbalance": f.imbalance, "remote_fraction": f.remote_fraction,
-                              "metrics": placements.metrics[name]} for name, f in placements.factors.items()},
+        "placements": {name: {"imbalance": f.imbalance,
+                              "remote_fraction": {execution: placements.factors[execution][name].remote_fraction
+                                                  for execution in EXECUTION_MODELS},
+                              "metrics": placements.metrics[name]}
+                       for name, f in placements.factors[DEFAULT_EXECUTION_MODEL].items()},
+        "placement_ablation": ablations,
         "solve_seconds": placements.solve_seconds,
     }
     write_outputs(out, all_runs, comparison, markdown)

@@ -58,6 +58,13 @@ def test_full_stack_quick(tmp_path):
     factors = comparison["placements"]
     assert set(factors) == {"trivial", "eplb", "solver"}
     assert factors["solver"]["imbalance"] <= factors["eplb"]["imbalance"] + 1e-9 <= factors["trivial"]["imbalance"]
+    # only under the affinity execution model does the solver's co-location lower the remote share
+    remote = {name: f["remote_fraction"] for name, f in factors.items()}
+    assert remote["solver"]["deepep-low-latency"] == remote["eplb"]["deepep-low-latency"]
+    assert remote["solver"]["affinity"] < remote["eplb"]["affinity"]
+    ablation = comparison["placement_ablation"]["mooncake"]
+    assert list(ablation) == [variant for variant, _, _ in full_stack.ABLATION_VARIANTS]
+    assert all(row["tpot_ms_ratio"] > 0 for row in ablation.values())
 
 
 @pytest.mark.parametrize("argv", [["--traces", "nope"], ["--load", "0"], ["--requests", "10"]])
