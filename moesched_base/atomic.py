@@ -28,11 +28,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def _current_umask() -> int:
+    """The process umask (reading it requires setting it; restored at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
