@@ -15,7 +15,8 @@ where ``s_hat`` is the level's estimate just before the observation. The calibra
 
     s_cal = s_hat + beta * mae + gamma * s_hat * mape
 
-capped by the request's ``max_new_tokens`` and floored at 1 token. ``beta``/``gamma`` > 0 make the
+capped by the request's ``max_new_tokens`` (unless ``cap_by_max_tokens=False``) and floored at 1
+token. ``beta``/``gamma`` > 0 make the
 predictor conservative for classes it predicts badly, which pushes uncertain jobs back in an SJF
 queue instead of letting an underestimate jump the line. Defaults ``beta = 0.5, gamma = 0``: on
 the bundled traces this leaves Kendall tau within 0.01 of the raw estimate and cuts the share of
@@ -23,10 +24,17 @@ underestimated requests by a third (``experiments/benchmarks/predictor_accuracy.
 docs/request_sched.md).
 
 Remaining output of a preempted request (``generated_tokens = g > 0``) counts from where it
-stopped: ``max(s_cal - g, g)``, capped by ``max_new_tokens - g``. While ``g < s_cal / 2`` this is
+stopped: ``max(s_cal - g, g)``, capped by ``max_new_tokens - g`` (the cap follows
+``cap_by_max_tokens`` too). While ``g < s_cal / 2`` this is
 the plain rest of the estimate; beyond, the request has run longer than half the class estimate
 and output lengths are heavy-tailed, so it is assumed to run as long again (the Lindy rule); the
 two branches meet at ``g = s_cal / 2``, so the estimate never jumps.
+
+Why the cap can be switched off: a client that sets ``max_tokens`` to the output length it will
+actually receive (a trace replay with ``ignore_eos``, as ``moesched bench`` does) turns the cap
+into an oracle: every request predicted longer than its true output is predicted exactly. With
+``cap_by_max_tokens=False`` the estimate uses only what was learnt from finished requests, as it
+must when ``max_tokens`` is a loose upper bound; real-engine comparisons run that way.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ class OutputLengthPredictor:
         min_samples: observations a class level needs before it is used instead of its parent.
         prior_output_tokens: prediction before anything was observed.
         use_prompt_buckets: refine tags by prompt-length bucket (off: one class per tag).
+        cap_by_max_tokens: cap predictions by the request's ``max_new_tokens`` (off: the learnt
+            estimate alone; see the module docstring for when the cap is an oracle).
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class OutputLengthPredictor:
         min_samples: int = 16,
         prior_output_tokens: float = 256.0,
         use_prompt_buckets: bool = True,
+        cap_by_max_tokens: bool = True,
     ) -> None:
         if not 0.0 < ema_alpha <= 1.0:
             raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
@@ -84,6 +95,7 @@ class OutputLengthPredictor:
         self.min_samples = min_samples
         self.prior_output_tokens = float(prior_output_tokens)
         self.use_prompt_buckets = use_prompt_buckets
+        self.cap_by_max_tokens = cap_by_max_tokens
         self._levels: dict[str, _LevelStats] = {}
         self._keys: dict[tuple[str | None, int], tuple[str, ...]] = {}
 
@@ -108,19 +120,23 @@ class OutputLengthPredictor:
         return stats if stats is not None and stats.count > 0 else None
 
     def predict_total(self, request: WaitingRequest) -> float:
-        """Calibrated total output tokens of ``request``, in [1, max_new_tokens]."""
+        """Calibrated total output tokens of ``request``, >= 1 (<= max_new_tokens if capped)."""
         stats = self._level_for(request)
         if stats is None:
             estimate = self.prior_output_tokens
         else:
             estimate = stats.mean + self.beta * stats.mae + self.gamma * stats.mean * stats.mape
-        return max(1.0, min(estimate, float(request.max_new_tokens)))
+        if self.cap_by_max_tokens:
+            estimate = min(estimate, float(request.max_new_tokens))
+        return max(1.0, estimate)
 
     def predict_remaining(self, request: WaitingRequest) -> float:
         """Expected output tokens still to generate (>= 0), counting from ``generated_tokens``."""
         done = request.generated_tokens
-        cap = float(max(0, request.max_new_tokens - done))
-        return min(max(self.predict_total(request) - done, float(done)), cap)
+        remaining = max(self.predict_total(request) - done, float(done))
+        if self.cap_by_max_tokens:
+            remaining = min(remaining, float(max(0, request.max_new_tokens - done)))
+        return remaining
 
     def observe(self, request: WaitingRequest, output_tokens: int) -> None:
         """Learn from a finished request that produced ``output_tokens`` in total."""

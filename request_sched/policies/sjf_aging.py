@@ -65,6 +65,10 @@ class SjfAgingQueue(RequestQueue):
         output_estimate: ``"predictor"``, ``"max_tokens"`` or ``"none"`` (see
             :class:`JobSizeEstimator`); ``"none"`` turns the predictor off.
         predictor: output-length predictor to share (a default one if None).
+        cap_by_max_tokens: whether the default predictor caps its estimates by each request's
+            ``max_new_tokens`` (:class:`OutputLengthPredictor`); False when clients set
+            ``max_tokens`` to the true output length (trace replays), where the cap is an oracle.
+            Only for the default predictor (a given ``predictor`` keeps its own setting).
         job_size: a ready estimator; overrides ``step_model``/``output_estimate``/``predictor``.
     """
 
@@ -77,6 +81,7 @@ class SjfAgingQueue(RequestQueue):
         output_estimate: str = "predictor",
         predictor: OutputLengthPredictor | None = None,
         job_size: JobSizeEstimator | None = None,
+        cap_by_max_tokens: bool = True,
     ) -> None:
         if aging_rate < 0 or priority_weight_s < 0:
             raise ValueError(
@@ -84,7 +89,12 @@ class SjfAgingQueue(RequestQueue):
             )
         if not max_wait_s > 0:
             raise ValueError(f"max_wait_s must be > 0, got {max_wait_s}")
+        if predictor is not None and not cap_by_max_tokens:
+            raise ValueError("cap_by_max_tokens applies to the default predictor; "
+                             "build the given predictor with OutputLengthPredictor(cap_by_max_tokens=False)")
         if job_size is None:
+            if predictor is None:
+                predictor = OutputLengthPredictor(cap_by_max_tokens=cap_by_max_tokens)
             model = resolve_model(step_model) if isinstance(step_model, str) else step_model
             job_size = JobSizeEstimator(model, output_estimate=output_estimate, predictor=predictor)
         self.job_size = job_size

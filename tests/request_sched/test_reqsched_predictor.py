@@ -76,3 +76,16 @@ def test_bad_options_raise():
         OutputLengthPredictor(ema_alpha=0)
     with pytest.raises(ValueError, match="beta"):
         OutputLengthPredictor(beta=-1)
+
+
+def test_uncapped_predictions_ignore_max_tokens():
+    """With cap_by_max_tokens=False a short max_tokens (the true length in a replay) is no oracle."""
+    capped = OutputLengthPredictor(min_samples=1)
+    uncapped = OutputLengthPredictor(min_samples=1, cap_by_max_tokens=False)
+    for p in (capped, uncapped):
+        for _ in range(5):
+            p.observe(_req(), 200)
+    assert capped.predict_total(_req(max_new=8)) == 8
+    assert uncapped.predict_total(_req(max_new=8)) == pytest.approx(200)
+    assert uncapped.predict_remaining(_req(max_new=8, generated=50)) == pytest.approx(150)
+    assert capped.predict_remaining(_req(max_new=60, generated=50)) == pytest.approx(10)

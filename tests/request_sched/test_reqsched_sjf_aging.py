@@ -148,3 +148,17 @@ def test_finished_requests_train_the_predictor(linear_model):
 def test_default_step_model_is_the_perf_model_preset():
     q = create_queue("sjf-aging")
     assert q.job_size.decode_token_s > 0
+
+
+def test_cap_by_max_tokens_switch_reaches_the_default_predictor(linear_model):
+    short_cap = WaitingRequest("s", 0.0, 100, 4, workload_class="chat")
+    sizes = {}
+    for cap in (True, False):
+        q = _queue(linear_model, output_estimate="predictor", cap_by_max_tokens=cap)
+        for _ in range(32):
+            q.on_finished(WaitingRequest("d", 0.0, 100, 4096, workload_class="chat"), 300)
+        sizes[cap] = q.job_size.remaining_output_tokens(short_cap)
+    assert sizes[True] == 4 and sizes[False] == pytest.approx(300)
+    from request_sched.predictor import OutputLengthPredictor
+    with pytest.raises(ValueError, match="cap_by_max_tokens"):
+        _queue(linear_model, predictor=OutputLengthPredictor(), cap_by_max_tokens=False)
