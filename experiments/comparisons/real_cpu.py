@@ -1,0 +1,289 @@
+"""Real CPU engines: SGLang with the moesched plugin vs stock SGLang and vs vanilla vLLM (issues 4, 7).
+
+    .venv/bin/python -m experiments.comparisons.real_cpu [--rounds 3] [--opponents stock,vllm] \\
+        [--requests 60] [--rate 3] [--max-wait-s 30] [--out results/real_cpu]
+
+One pair of servers at a time (the machine has 2 cores): for each opponent, the patched SGLang and
+the opponent are started, ``moesched bench`` replays the same overloaded short/long mix
+(:mod:`experiments.comparisons.mixed_workload`) on both, interleaved and repeated (round r runs
+the two in the order rotated by r), then both servers are stopped, whatever happened. Comparable
+engine settings (stated in the report): the same model, at most ``--max-running`` running requests
+in total (vLLM ``--max-num-seqs``; SGLang ``--max-running-requests`` per DP rank, times the DP
+size), a prefill budget of ``--prefill-tokens`` tokens per step (vLLM ``--max-num-batched-tokens``;
+SGLang ``--chunked-prefill-size`` and ``--max-prefill-tokens`` per rank) and prompt + output <=
+2,048 tokens.
+
+Fairness of the predictor: the bench sends ``max_tokens`` = the trace's output length with
+``ignore_eos``; a predictor capped by ``max_tokens`` would know every output length. The plugin
+runs with ``cap_by_max_tokens = false`` (its estimate is only what it learnt from finished
+requests) unless ``--oracle-max-tokens`` is given; the report says which.
+
+Writes into ``--out``: ``workload.csv`` (the replayed trace), ``moesched.toml`` (the plugin's
+config), ``summary.json`` (settings, commands, per-round metrics, ratios, checks, targets),
+``report.md``, ``plugin_log_<opponent>.txt`` (the plugin's lines of the patched server's log).
+Full bench run JSON (every request record) and server logs stay in ``--log-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from moesched_base.atomic import atomic_write_json, atomic_write_text
+
+from experiments.comparisons.mixed_workload import MixedWorkload, RequestClass
+from experiments.comparisons.real_cpu_analysis import (RoundMetrics, plugin_log_lines, reordered_summary,
+                                                       round_metrics, ttft_ratio, wait_bound_checks)
+from experiments.comparisons.real_cpu_report import render_report
+from experiments.engines.commands import DEFAULT_MODEL, REPO_ROOT, ServerConfig, build_command
+from experiments.engines.ports import pick_free_port
+from experiments.engines.server import EngineServer
+from experiments.metrics.runs import load_runs
+from sglang_patches.config import load_config
+
+OPPONENTS = ("stock", "vllm")
+PATCHED = "patched"
+DISPATCH_CONFIG = REPO_ROOT / "configs" / "moesched-dp-dispatch.toml"
+#: every request's prompt + output stays within this (vLLM --max-model-len, SGLang --context-length)
+MAX_MODEL_LEN = 2048
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Settings every server shares (totals over DP ranks)."""
+
+    max_running: int
+    prefill_tokens: int
+    dp_size: int
+    sglang_kv_tokens_per_rank: int
+
+
+def _sglang_args(limits: EngineLimits) -> tuple[str, ...]:
+    per_rank = limits.max_running // limits.dp_size
+    return ("--dp-size", str(limits.dp_size), "--max-running-requests", str(per_rank),
+            "--chunked-prefill-size", str(limits.prefill_tokens), "--max-prefill-tokens", str(limits.prefill_tokens),
+            "--context-length", str(MAX_MODEL_LEN), "--sleep-on-idle")
+
+
+def _sglang_env(limits: EngineLimits) -> dict[str, str]:
+    if limits.dp_size == 1:
+        return {}
+    return {"SGLANG_CPU_OMP_THREADS_BIND": "|".join(str(i % os.cpu_count()) for i in range(limits.dp_size))}
+
+
+def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> ServerConfig:
+    """The server behind ``label`` (``patched``, ``stock`` or ``vllm``) on a free port."""
+    port = pick_free_port()
+    if label == "vllm":
+        return ServerConfig("vllm", port, max_model_len=MAX_MODEL_LEN, extra_args=(
+            "--max-num-seqs", str(limits.max_running), "--max-num-batched-tokens", str(limits.prefill_tokens)))
+    args, env = _sglang_args(limits), _sglang_env(limits)
+    if label == "stock":
+        return ServerConfig("sglang", port, extra_args=args, extra_env=env,
+                            sglang_max_total_tokens=limits.sglang_kv_tokens_per_rank)
+    if label == PATCHED:
+        # what `moesched serve` sets: the switch and the config for every SGLang process, and the
+        # load-balance method whose DP-controller method the plugin replaces (with --dp-size > 1)
+        dispatch = ("--load-balance-method", "total_tokens") if limits.dp_size > 1 else ()
+        return ServerConfig("sglang", port, extra_args=args + dispatch, sglang_plugins=True,
+                            extra_env={**env, "MOESCHED_ENABLE": "1", "MOESCHED_CONFIG": str(moesched_config)},
+                            sglang_max_total_tokens=limits.sglang_kv_tokens_per_rank)
+    raise ValueError(f"server label: expected {PATCHED} or one of {', '.join(OPPONENTS)}, got {label!r}")
+
+
+def moesched_toml(max_wait_s: float, cap_by_max_tokens: bool) -> str:
+    """The plugin's config for the comparison: sjf-aging with the given bound, scored DP dispatch."""
+    return (
+        "# written by experiments/comparisons/real_cpu.py (plugin config of the patched SGLang)\n"
+        "[request]\npolicy = \"sjf-aging\"\n\n[request.options]\n"
+        f"max_wait_s = {max_wait_s!r}\n"
+        f"cap_by_max_tokens = {'true' if cap_by_max_tokens else 'false'}  # max_tokens = true output length in this replay\n\n"
+        "[dispatch]\npolicy = \"scored\"\n\n[dispatch.options]\n"
+        f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: a CPU step takes seconds\n\n"
+        "[log]\nfirst_orderings = 10\nsummary_interval_s = 15.0\n"
+    )
+
+
+def bench_command(args: argparse.Namespace, trace: Path, urls: dict[str, str], out_json: Path) -> list[str]:
+    """The ``moesched bench`` command of one pair (patched first; the bench rotates per round)."""
+    cmd = [sys.executable, "-m", "experiments.cli", "bench", "--trace", str(trace), "--format", "azure",
+           "--tokenizer", str(DEFAULT_MODEL), "--max-total-tokens", str(MAX_MODEL_LEN),
+           "--repeat", str(args.rounds), "--seed", str(args.seed), "--request-timeout", "3600",
+           "--stall-timeout", "900", "--cooldown", str(args.cooldown), "--no-progress", "--out", str(out_json),
+           "--markdown", str(out_json.with_suffix(".md")), "--baseline", PATCHED]
+    for label, url in urls.items():
+        cmd += ["--endpoint", f"{label}={url}"]
+    return cmd
+
+
+def run_pair(args: argparse.Namespace, opponent: str, limits: EngineLimits, trace: Path,
+             moesched_config: Path) -> dict[str, Any]:
+    """Start the patched server and ``opponent``, replay, stop both; returns the pair's facts."""
+    log_dir = Path(args.log_dir)
+    servers: dict[str, EngineServer] = {}
+    facts: dict[str, Any] = {"opponent": opponent, "servers": {}}
+    try:
+        for label in (PATCHED, opponent):
+            config = server_config(label, limits, moesched_config)
+            server = EngineServer(config, log_dir)
+            servers[label] = server
+            print(f"[real_cpu] starting {label} ({config.kind}) on port {config.port}", flush=True)
+            server.start()
+            argv, _ = build_command(config)
+            facts["servers"][label] = {
+                "kind": config.kind, "command": argv, "env": dict(config.extra_env),
+                "ready_s": round(server.ready_seconds or 0.0, 1), "rss_gib": round(server.rss_bytes() / 2**30, 2),
+                "log": str(server.log_path)}
+        out_json = log_dir / f"bench-{opponent}.json"
+        cmd = bench_command(args, trace, {label: s.base_url for label, s in servers.items()}, out_json)
+        facts["bench_command"] = cmd
+        print(f"[real_cpu] {' '.join(cmd)}", flush=True)
+        facts["bench_exit_code"] = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
+        facts["bench_json"] = str(out_json)
+    finally:
+        for label, server in servers.items():
+            print(f"[real_cpu] stopping {label}: {server.stop()}", flush=True)
+    lines = plugin_log_lines(servers[PATCHED].log_path)
+    atomic_write_text(Path(args.out) / f"plugin_log_{opponent}.txt", "\n".join(lines) + "\n")
+    facts["plugin"] = {"log_lines": len(lines), **reordered_summary(lines)}
+    return facts
+
+
+def analyse_pair(facts: dict[str, Any], short_limit: int, max_wait_s: float) -> dict[str, Any]:
+    """Per-round metrics of both servers, ratios (opponent / patched) and the bound check."""
+    runs = {run.label: run for run in load_runs(facts["bench_json"])}
+    patched, other = runs[PATCHED], runs[facts["opponent"]]
+    pm, om = round_metrics(patched, short_limit), round_metrics(other, short_limit)
+    return {
+        "rounds": {PATCHED: [asdict(m) for m in pm], facts["opponent"]: [asdict(m) for m in om]},
+        "ratios": {name: ttft_ratio(pm, om, name).to_dict()
+                   for name in ("ttft_mean", "ttft_short_mean", "ttft_long_mean")},
+        "wait_bound": [c.to_dict() for c in wait_bound_checks(patched, pm, max_wait_s)],
+        "opponent_ttft_max_s": [None if m.ttft_max is None else m.ttft_max / 1000 for m in om],
+        "summaries": {label: {k: run.summary[k] for k in ("completed", "failed", "duration_s", "request_throughput",
+                                                          "output_throughput")} | {"ttft_ms": run.summary["ttft_ms"]}
+                      for label, run in runs.items()},
+    }
+
+
+def targets(pairs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 4: short mean TTFT stock / patched >= 3; issue 7: opponent / patched mean TTFT > 1."""
+    out = []
+    if "stock" in pairs:
+        r = pairs["stock"]["analysis"]["ratios"]["ttft_short_mean"]
+        out.append({"issue": 4, "target": "short requests' mean TTFT: stock SGLang (FCFS) / patched >= 3",
+                    "pooled": r["pooled"], "min": r["min"], "max": r["max"], "bound": 3.0,
+                    "met": r["pooled"] is not None and r["pooled"] >= 3.0})
+        checks = pairs["stock"]["analysis"]["wait_bound"]
+        out.append({"issue": 4, "target": "patched: every TTFT <= max_wait_s + one step (every round)",
+                    "pooled": sum(c["over_bound"] for c in checks), "min": None, "max": None, "bound": 0,
+                    "met": all(c["met"] for c in checks)})
+    for opponent in OPPONENTS:
+        if opponent in pairs:
+            r = pairs[opponent]["analysis"]["ratios"]["ttft_mean"]
+            out.append({"issue": 7, "target": f"mean TTFT: {opponent} / patched > 1 (patched beats {opponent})",
+                        "pooled": r["pooled"], "min": r["min"], "max": r["max"], "bound": 1.0,
+                        "met": r["pooled"] is not None and r["pooled"] > 1.0})
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.comparisons.real_cpu",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--opponents", default="stock,vllm", help="comma-separated, from: stock, vllm")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pair (>= 3 for a spread)")
+    w = parser.add_argument_group("workload (mixed_workload.MixedWorkload)")
+    w.add_argument("--requests", type=int, default=48)
+    w.add_argument("--rate", type=float, default=2.4, help="offered requests/s (Poisson)")
+    w.add_argument("--long-fraction", type=float, default=0.25)
+    w.add_argument("--short", default="32,160,4,16", help="prompt_min,prompt_max,output_min,output_max")
+    w.add_argument("--long", default="1024,1900,16,48", help="prompt_min,prompt_max,output_min,output_max")
+    w.add_argument("--seed", type=int, default=0, help="workload and prompt seed")
+    e = parser.add_argument_group("engines (identical limits for all servers)")
+    e.add_argument("--max-running", type=int, default=8, help="running requests in total (over DP ranks)")
+    e.add_argument("--prefill-tokens", type=int, default=2048, help="prefill tokens per step (per rank)")
+    e.add_argument("--dp-size", type=int, default=2, help="SGLang data-parallel ranks (1 or 2)")
+    e.add_argument("--sglang-kv-tokens", type=int, default=16384, help="SGLang KV pool per rank (tokens)")
+    p = parser.add_argument_group("plugin")
+    p.add_argument("--max-wait-s", type=float, default=30.0, help="sjf-aging starvation bound (s)")
+    p.add_argument("--oracle-max-tokens", action="store_true",
+                   help="let the predictor cap estimates by max_tokens (= the true output length here)")
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", default="results/real_cpu")
+    o.add_argument("--log-dir", default="logs/real_cpu", help="server logs and full bench run JSON")
+    o.add_argument("--cooldown", type=float, default=5.0, help="seconds between two replays")
+    return parser
+
+
+def _request_class(text: str, flag: str) -> RequestClass:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise ValueError(f"{flag}: expected four integers prompt_min,prompt_max,output_min,output_max, got {text!r}")
+    return RequestClass(*values)
+
+
+def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWorkload]:
+    opponents = [o.strip() for o in args.opponents.split(",") if o.strip()]
+    if not opponents or set(opponents) - set(OPPONENTS):
+        raise ValueError(f"--opponents: expected names among {', '.join(OPPONENTS)}, got {args.opponents!r}")
+    if args.rounds < 1:
+        raise ValueError(f"--rounds: expected >= 1, got {args.rounds}")
+    if args.dp_size not in (1, 2) or args.max_running < args.dp_size or args.max_running % args.dp_size:
+        raise ValueError("--dp-size: expected 1 or 2, and --max-running a positive multiple of it")
+    if args.prefill_tokens < MAX_MODEL_LEN or args.sglang_kv_tokens < MAX_MODEL_LEN:
+        raise ValueError(f"--prefill-tokens, --sglang-kv-tokens: expected >= {MAX_MODEL_LEN}")
+    if not args.max_wait_s > 0:
+        raise ValueError(f"--max-wait-s: expected > 0, got {args.max_wait_s}")
+    workload = MixedWorkload(args.requests, args.rate, args.long_fraction, _request_class(args.short, "--short"),
+                             _request_class(args.long, "--long"), args.seed)
+    if workload.long.prompt_max + workload.long.output_max > MAX_MODEL_LEN:
+        raise ValueError(f"--long: prompt_max + output_max must be <= {MAX_MODEL_LEN}")
+    limits = EngineLimits(args.max_running, args.prefill_tokens, args.dp_size, args.sglang_kv_tokens)
+    return opponents, limits, workload
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        opponents, limits, workload = _check(args)
+    except ValueError as exc:
+        print(f"real_cpu: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+    trace = out / "workload.csv"
+    rows = workload.write_csv(trace)
+    moesched_config = (out / "moesched.toml").resolve()
+    atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.oracle_max_tokens))
+    load_config(moesched_config)  # refuse a bad plugin config before any server starts
+    pairs: dict[str, dict[str, Any]] = {}
+    for opponent in opponents:
+        facts = run_pair(args, opponent, limits, trace, moesched_config)
+        facts["analysis"] = analyse_pair(facts, workload.short_prompt_limit, args.max_wait_s)
+        pairs[opponent] = facts
+    summary = {
+        "command": [sys.executable, "-m", "experiments.comparisons.real_cpu"] + (argv if argv is not None else sys.argv[1:]),
+        "workload": {**asdict(workload), "short_requests": sum(not r[3] for r in rows),
+                     "long_requests": sum(r[3] for r in rows), "last_arrival_s": rows[-1][0],
+                     "output_tokens": sum(r[2] for r in rows), "prompt_tokens": sum(r[1] for r in rows)},
+        "limits": asdict(limits), "max_model_len": MAX_MODEL_LEN, "max_wait_s": args.max_wait_s,
+        "predictor_capped_by_max_tokens": args.oracle_max_tokens, "rounds": args.rounds,
+        "pairs": pairs, "targets": targets(pairs),
+    }
+    atomic_write_json(out / "summary.json", summary, indent=1)
+    atomic_write_text(out / "report.md", render_report(summary))
+    print(f"[real_cpu] wrote {out / 'summary.json'}, {out / 'report.md'}")
+    return 0 if all(f.get("bench_exit_code") == 0 for f in pairs.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
