@@ -20,10 +20,12 @@ same requests with their recorded inter-arrival pattern rescaled to a mean rate 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from experiments.comparisons.stack import Cluster, Stack, run_stack
 from experiments.comparisons.traces import all_at_once
 from experiments.metrics.summary import Slo
+from experiments.workloads.transform import scale_to_rate
 from experiments.workloads.types import TraceRequest
 
 
@@ -75,3 +77,51 @@ def saturation_capacity(stack: Stack, cluster: Cluster, requests: list[TraceRequ
     tokens = sum(tokens for _, tokens in done[first + 1:last + 1])
     return Capacity(rate_rps=(last - first) / window, output_tokens_per_s=tokens / window,
                     requests=len(requests), window_s=window, stack=stack.label)
+
+
+@dataclass(frozen=True)
+class OfferedLoad:
+    """The replay rate of a comparison: ``load`` x the baseline's measured capacity."""
+
+    capacity: Capacity
+    load: float
+
+    @property
+    def rate_rps(self) -> float:
+        """Offered mean request rate (requests/s)."""
+        return self.load * self.capacity.rate_rps
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return {**self.capacity.to_dict(), "offered_rate_rps": self.rate_rps, "load": self.load}
+
+    def describe(self, trace: str) -> str:
+        """One line for the log, e.g. ``mooncake: capacity 15.50 req/s (round-robin, ...); offered ...``."""
+        return (f"{trace}: capacity {self.capacity.rate_rps:.2f} req/s ({self.capacity.stack}, saturating run of "
+                f"{self.capacity.requests} requests); offered {self.rate_rps:.2f} req/s = {self.load:g} x capacity")
+
+    def heading(self, trace: str, requests: int) -> str:
+        """Markdown heading of a trace's section in a comparison report."""
+        return (f"### {trace}: {requests} requests at {self.rate_rps:.2f} req/s "
+                f"({self.load:g} x capacity {self.capacity.rate_rps:.2f} req/s)")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A trace's requests replayed at an offered load: what one comparison section runs."""
+
+    trace: str
+    offered: OfferedLoad
+    requests: list[TraceRequest]
+
+    def workload(self) -> dict[str, Any]:
+        """The workload facts stored in every run's config."""
+        return {"trace": self.trace, "requests": len(self.requests), "rate_rps": self.offered.rate_rps,
+                "load": self.offered.load}
+
+
+def replay_at_load(trace: str, recorded: list[TraceRequest], baseline: Stack, cluster: Cluster,
+                   min_requests: int, load: float) -> Replay:
+    """``recorded`` rescaled to ``load`` x the capacity of ``baseline`` for its mix
+    (:func:`saturation_capacity` with at least ``min_requests`` requests)."""
+    offered = OfferedLoad(saturation_capacity(baseline, cluster, recorded, min_requests), load)
+    return Replay(trace, offered, scale_to_rate(recorded, offered.rate_rps))

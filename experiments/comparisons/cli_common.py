@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tqdm import tqdm
@@ -57,3 +58,17 @@ def progress(total: int, disabled: bool, desc: str) -> Iterator[tqdm]:
         yield bar
     finally:
         bar.close()
+
+
+def script_main(prog: str, doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """``python -m <prog>``: parse ``argv`` with ``add_arguments``, call ``run``; a ValueError or
+    OSError becomes ``error: ...`` on stderr and exit code 2 (as ``moesched`` does)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

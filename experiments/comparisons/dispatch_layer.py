@@ -23,12 +23,10 @@ Prints the tables, writes ``runs.json``, ``summary.json``, ``report.md`` and plo
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,25 +37,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine_dispatch.config import ScoredConfig, config_from_dict  # noqa: E402
-from engine_dispatch.dispatcher import Dispatcher  # noqa: E402
-from engine_dispatch.factory import create_dispatcher  # noqa: E402
-from experiments.comparisons.capacity import saturation_capacity  # noqa: E402
-from experiments.comparisons.cli_common import progress  # noqa: E402
-from experiments.comparisons.dispatch_metrics import BalanceSampler, prefix_hit_rate, requests_per_engine  # noqa: E402
-from experiments.comparisons.report import comparison_table, ratio_bars, ratio_target, targets_table, write_outputs  # noqa: E402
-from experiments.comparisons.stack import Cluster, Stack  # noqa: E402
+from experiments.comparisons.capacity import replay_at_load  # noqa: E402
+from experiments.comparisons.cli_common import progress, script_main  # noqa: E402
+from experiments.comparisons.report import (  # noqa: E402
+    cell, comparison_table, publish, ratio_bars, ratio_target, save_png, targets_table, trace_runs,
+)
+from experiments.comparisons.stack import Cluster, Stack, build_dispatcher, run_stack  # noqa: E402
 from experiments.comparisons.traces import REPO_ROOT, bundled_trace  # noqa: E402
 from experiments.metrics.runs import RunResult  # noqa: E402
 from experiments.metrics.summary import Slo  # noqa: E402
-from experiments.sim.cluster import simulate  # noqa: E402
-from experiments.sim.config import ClusterConfig, EngineConfig  # noqa: E402
-from experiments.sim.results import run_result  # noqa: E402
+from experiments.sim.config import EngineConfig  # noqa: E402
 from experiments.workloads.sessions import SessionSpec, add_sessions  # noqa: E402
-from experiments.workloads.transform import clip_context, scale_to_rate  # noqa: E402
-from experiments.workloads.types import BLOCK_TOKENS, TraceRequest  # noqa: E402
-from moesched_base.atomic import atomic_write  # noqa: E402
+from experiments.workloads.transform import clip_context  # noqa: E402
+from experiments.workloads.types import TraceRequest  # noqa: E402
 from perf_model.model_file import resolve_model  # noqa: E402
-from request_sched.policies import create_queue  # noqa: E402
 
 GPU_MODEL = "qwen3-30b-a3b-h100"
 ENGINES = 8
@@ -91,6 +84,11 @@ class Policy:
         except ValueError as exc:
             raise ValueError(f"{self.config_path} ({self.label}): {exc}") from exc
 
+    def stack(self) -> Stack:
+        """The simulated stack: FCFS engines behind this dispatcher (its config read and validated)."""
+        options = {} if self.config_path is None else {"config": self.scored_config()}
+        return Stack(self.label, dispatch=self.dispatch, dispatch_options=options)
+
 
 #: scored-dispatcher variants of ``--weight-sweep`` (tables replacing the config file's): how the
 #: default weights were chosen, on both traces at once
@@ -116,16 +114,6 @@ def policies(scored_config: str, gaps_config: str) -> list[Policy]:
             Policy(OURS, "scored", scored_config), Policy("gaps-hybrid", "scored", gaps_config)]
 
 
-def build_dispatcher(policy: Policy, cluster: Cluster, seed: int) -> Dispatcher:
-    """A fresh dispatcher for one run (scored ones get the cluster's step model and 512-token blocks)."""
-    options: dict[str, Any] = {}
-    if policy.dispatch == "scored":
-        options = {"config": policy.scored_config(), "step_model": cluster.model, "block_tokens": BLOCK_TOKENS}
-    elif policy.dispatch == "power-of-two":
-        options = {"seed": seed}
-    return create_dispatcher(policy.dispatch, cluster.engines, **options)
-
-
 def trace_requests(name: str, count: int, sessions: SessionSpec) -> list[TraceRequest]:
     """The first ``count`` requests of trace ``name`` (``TRACES``) at their recorded arrival times."""
     if name == "mooncake":
@@ -135,31 +123,13 @@ def trace_requests(name: str, count: int, sessions: SessionSpec) -> list[TraceRe
     raise ValueError(f"--traces: unknown trace {name!r}; expected some of {', '.join(TRACES)}")
 
 
-def run_policy(policy: Policy, cluster: Cluster, requests: list[TraceRequest], slo: Slo,
+def run_policy(policy: Policy, stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo: Slo,
                workload: dict[str, Any], seed: int = 0) -> RunResult:
-    """Simulate FCFS engines behind ``policy``; the summary gains ``dispatch`` (hit rate, balance)."""
-    config = ClusterConfig(engines=cluster.engines, engine=cluster.engine,
-                           queue_factory=lambda: create_queue("fcfs"), load_refresh_s=cluster.load_refresh_s)
-    sampler = BalanceSampler()
-    started = time.process_time()
-    result = simulate(requests, config, cluster.model, build_dispatcher(policy, cluster, seed), sampler)
-    cpu_s = time.process_time() - started
-    record_config = {
-        "simulator": True, "gpu_model": cluster.model_name, "engines": cluster.engines, "policy": "fcfs",
-        "dispatch": policy.dispatch, "dispatch_config": policy.config_path,
-        "dispatch_overrides": dict(policy.overrides or {}),
-        "max_running": cluster.engine.max_running, "max_batched_tokens": cluster.engine.max_batched_tokens,
-        "kv_capacity_tokens": cluster.engine.kv_capacity_tokens, "prefix_caching": cluster.engine.prefix_caching,
-        "load_refresh_s": cluster.load_refresh_s, "workload": workload, "simulation_cpu_s": cpu_s,
-    }
-    run = run_result(result, policy.label, record_config, slo)
-    run.summary["dispatch"] = {"prefix_hit_rate": prefix_hit_rate(result), **sampler.summary(),
-                               "requests_per_engine": requests_per_engine(result)}
+    """Simulate ``stack`` (``policy.stack()``) with dispatch metrics; the run config records the
+    policy's config file and overrides."""
+    run = run_stack(stack, cluster, requests, slo, workload, seed, dispatch_metrics=True)
+    run.config |= {"dispatch_config": policy.config_path, "dispatch_overrides": dict(policy.overrides or {})}
     return run
-
-
-def _cell(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
 def dispatch_table(runs: dict[str, RunResult]) -> str:
@@ -172,11 +142,11 @@ def dispatch_table(runs: dict[str, RunResult]) -> str:
     for label, run in runs.items():
         s, d = run.summary, run.summary["dispatch"]
         lines.append("| " + " | ".join([
-            label, _cell(s["ttft_ms"]["mean"], 0), _cell(s["ttft_ms"]["p99"], 0), _cell(s["tpot_ms"]["mean"], 1),
-            _cell(s["ttft_ms"]["mean"] / rr["ttft_ms"]["mean"], 2), _cell(s["ttft_ms"]["p99"] / ca["ttft_ms"]["p99"], 2),
-            _cell(d["prefix_hit_rate"], 3), _cell(d["queued_prefill_per_engine_time_mean"], 0),
-            _cell(d["queued_prefill_max_over_mean"], 2),
-            _cell(d["outstanding_max_over_mean"], 2), str(s["preemptions"])]) + " |")
+            label, cell(s["ttft_ms"]["mean"], 0), cell(s["ttft_ms"]["p99"], 0), cell(s["tpot_ms"]["mean"], 1),
+            cell(s["ttft_ms"]["mean"] / rr["ttft_ms"]["mean"], 2), cell(s["ttft_ms"]["p99"] / ca["ttft_ms"]["p99"], 2),
+            cell(d["prefix_hit_rate"], 3), cell(d["queued_prefill_per_engine_time_mean"], 0),
+            cell(d["queued_prefill_max_over_mean"], 2),
+            cell(d["outstanding_max_over_mean"], 2), str(s["preemptions"])]) + " |")
     return "\n".join(lines)
 
 
@@ -193,8 +163,8 @@ def sweep_table(sweep: Mapping[str, Mapping[str, RunResult]], runs: Mapping[str,
             mean = s["ttft_ms"]["mean"] / runs[t][BASELINE].summary["ttft_ms"]["mean"]
             p99 = s["ttft_ms"]["p99"] / runs[t][CACHE_AWARE].summary["ttft_ms"]["p99"]
             ratios += [mean, p99]
-            cells += [_cell(mean, 3), _cell(p99, 3), _cell(s["dispatch"]["prefix_hit_rate"], 3)]
-        cells.append(_cell(float(np.exp(np.mean(np.log(ratios)))), 3))
+            cells += [cell(mean, 3), cell(p99, 3), cell(s["dispatch"]["prefix_hit_rate"], 3)]
+        cells.append(cell(float(np.exp(np.mean(np.log(ratios)))), 3))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -210,10 +180,7 @@ def ttft_cdf_plot(runs: dict[str, RunResult], title: str, path: Path) -> Path:
     ax.set_ylabel("fraction of requests")
     ax.set_title(title)
     ax.legend(fontsize=7)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+    return save_png(fig, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -263,8 +230,9 @@ def run(args: argparse.Namespace) -> int:
                       load_refresh_s=0.5)
     variants = [Policy(label, "scored", scored_config, overrides)
                 for label, overrides in (WEIGHT_SWEEP if args.weight_sweep else ())]
-    for policy in todo + variants:  # refuse a bad config before any simulation
-        build_dispatcher(policy, cluster, args.seed)
+    stacks = {policy.label: policy.stack() for policy in todo + variants}  # refuse a bad config
+    for stack in stacks.values():  # before any simulation
+        build_dispatcher(stack, cluster, args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_runs: list[RunResult] = []
@@ -275,37 +243,34 @@ def run(args: argparse.Namespace) -> int:
     with progress(len(names) * (len(todo) + len(variants) + 1), args.no_progress, "dispatch layer") as bar:
         for name in names:
             recorded = trace_requests(name, n_requests, sessions)
-            capacity = saturation_capacity(Stack(BASELINE), cluster, recorded, n_capacity)
+            replay = replay_at_load(name, recorded, Stack(BASELINE), cluster, n_capacity, args.load)
             bar.update()
-            rate = args.load * capacity.rate_rps
-            capacities[name] = {**capacity.to_dict(), "offered_rate_rps": rate, "load": args.load}
-            print(f"{name}: capacity {capacity.rate_rps:.2f} req/s ({BASELINE}, saturating run of {capacity.requests} "
-                  f"requests); offered {rate:.2f} req/s = {args.load:g} x capacity", file=sys.stderr)
-            requests = scale_to_rate(recorded, rate)
-            workload = {"trace": name, "requests": len(requests), "rate_rps": rate, "load": args.load,
-                        "sessions": sessions.__dict__ if name == "azure-conv-sessions" else None}
+            offered, requests = replay.offered, replay.requests
+            workload = replay.workload() | {"sessions": sessions.__dict__ if name == "azure-conv-sessions" else None}
+            capacities[name] = offered.to_dict()
+            print(offered.describe(name), file=sys.stderr)
             runs: dict[str, RunResult] = {}
             for policy in todo:
-                runs[policy.label] = run_policy(policy, cluster, requests, slo, workload, args.seed)
+                runs[policy.label] = run_policy(policy, stacks[policy.label], cluster, requests, slo, workload,
+                                                args.seed)
                 bar.update()
             main_runs[name] = runs
             sweep[f"{OURS} (config file)"][name] = runs[OURS]
             for variant in variants:
-                sweep.setdefault(variant.label, {})[name] = run_policy(variant, cluster, requests, slo, workload,
-                                                                      args.seed)
+                sweep.setdefault(variant.label, {})[name] = run_policy(variant, stacks[variant.label], cluster,
+                                                                      requests, slo, workload, args.seed)
                 bar.update()
             targets += [ratio_target(name, runs[OURS], runs[CACHE_AWARE], "ttft_ms.p99", 0.75),
                         ratio_target(name, runs[OURS], runs[BASELINE], "ttft_ms.mean", 0.5)]
             balance[name] = {label: r.summary["dispatch"] for label, r in runs.items()}
             per_trace[name] = list(runs.values())
-            sections.append(f"### {name}: {len(requests)} requests at {rate:.2f} req/s "
-                            f"({args.load:g} x capacity {capacity.rate_rps:.2f} req/s)\n\n"
+            sections.append(offered.heading(name, len(requests)) + "\n\n"
                             + dispatch_table(runs) + "\n\n" + comparison_table(list(runs.values()), runs[BASELINE])
                             + f"\n\n![TTFT CDF {name}](ttft_cdf_{name}.png)")
             ttft_cdf_plot(runs, f"TTFT, {name}, {ENGINES} engines, load {args.load:g}", out / f"ttft_cdf_{name}.png")
-            all_runs += [RunResult(f"{name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
-            all_runs += [RunResult(f"{name}/sweep: {label}", r[name].config, r[name].summary, r[name].requests)
-                         for label, r in sweep.items() if label != f"{OURS} (config file)"]
+            all_runs += trace_runs(name, runs.values())
+            all_runs += trace_runs(name, (replace(r[name], label=f"sweep: {label}") for label, r in sweep.items()
+                                          if label != f"{OURS} (config file)"))
     ratio_bars(per_trace, BASELINE, out / "ratios.png",
                (("mean TTFT", "ttft_ms.mean"), ("P99 TTFT", "ttft_ms.p99"), ("mean TPOT", "tpot_ms.mean")))
     markdown = "\n\n".join([
@@ -322,22 +287,12 @@ def run(args: argparse.Namespace) -> int:
                   "configs": {"scored": args.scored_config, "gaps": args.gaps_config},
                   "weight_sweep": {label: {t: r.summary["dispatch"] | {"ttft_ms": r.summary["ttft_ms"]}
                                            for t, r in per.items()} for label, per in sweep.items()} if variants else None}
-    write_outputs(out, all_runs, comparison, markdown)
-    print(markdown)
-    print(f"wrote {out}/runs.json, summary.json, report.md and plots", file=sys.stderr)
+    publish(out, all_runs, comparison, markdown)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.comparisons.dispatch_layer",
-                                     description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return script_main("experiments.comparisons.dispatch_layer", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

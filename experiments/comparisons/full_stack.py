@@ -45,13 +45,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.comparisons.capacity import saturation_capacity
-from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress
+from experiments.comparisons.capacity import replay_at_load
+from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, script_main
 from experiments.comparisons.placements import (
     DecodeOnlyPlacementTraffic, PlacementSet, anchored_model, build_placements, factor_key,
 )
 from experiments.comparisons.report import (
-    Target, comparison_table, metric, ratio_bars, ratio_target, targets_table, write_outputs,
+    Target, comparison_table, metric, publish, ratio_bars, ratio_target, targets_table, trace_runs,
 )
 from experiments.comparisons.stack import Cluster, Stack, run_stack
 from experiments.metrics.runs import RunResult
@@ -177,14 +177,11 @@ def run(args: argparse.Namespace) -> int:
     capacities, targets, sections, ablations = {}, [], [], {}
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "full stack") as bar:
         for trace in traces:
-            capacity = saturation_capacity(todo[0], cluster, trace.load(n_requests), n_capacity)
+            replay = replay_at_load(trace.name, trace.load(n_requests), todo[0], cluster, n_capacity, args.load)
             bar.update()
-            rate = args.load * capacity.rate_rps
-            capacities[trace.name] = {**capacity.to_dict(), "offered_rate_rps": rate, "load": args.load}
-            print(f"{trace.name}: capacity {capacity.rate_rps:.2f} req/s ({BASELINE}, saturating run of "
-                  f"{capacity.requests} requests); offered {rate:.2f} req/s = {args.load:g} x capacity", file=sys.stderr)
-            requests = trace.load(n_requests, rate)
-            workload = {"trace": trace.name, "requests": len(requests), "rate_rps": rate, "load": args.load}
+            offered, requests, workload = replay.offered, replay.requests, replay.workload()
+            capacities[trace.name] = offered.to_dict()
+            print(offered.describe(trace.name), file=sys.stderr)
             runs: dict[str, RunResult] = {}
             for stack in todo:
                 on = decode_only_cluster if stack.label in decode_only_labels else cluster
@@ -194,12 +191,11 @@ def run(args: argparse.Namespace) -> int:
                 targets += trace_targets(trace.name, runs)
             per_trace[trace.name] = list(runs.values())
             ablations[trace.name] = placement_ablation(runs)
-            sections.append(f"### {trace.name}: {len(requests)} requests at {rate:.2f} req/s "
-                            f"({args.load:g} x capacity {capacity.rate_rps:.2f} req/s)\n\n"
+            sections.append(offered.heading(trace.name, len(requests)) + "\n\n"
                             + comparison_table(list(runs.values()), runs[BASELINE])
                             + "\n\nPlacement ablation (EPLB vs solver, same stack otherwise):\n\n"
                             + ablation_table(ablations[trace.name]))
-            all_runs += [RunResult(f"{trace.name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
+            all_runs += trace_runs(trace.name, runs.values())
     ratio_bars(per_trace, BASELINE, out / "ratios.png")
     markdown = "\n\n".join([
         f"# Full stack, simulated ({args.engines} engines x {GPU_MODEL}, load {args.load:g})",
@@ -221,22 +217,12 @@ def run(args: argparse.Namespace) -> int:
         "placement_ablation": ablations,
         "solve_seconds": placements.solve_seconds,
     }
-    write_outputs(out, all_runs, comparison, markdown)
-    print(markdown)
-    print(f"wrote {out}/runs.json, summary.json, report.md and ratios.png", file=sys.stderr)
+    publish(out, all_runs, comparison, markdown)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.comparisons.full_stack",
-                                     description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return script_main("experiments.comparisons.full_stack", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

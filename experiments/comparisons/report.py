@@ -12,7 +12,8 @@ Every comparison writes into its ``--out`` directory:
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ def ratio(run: RunResult, base: RunResult, path: str) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def cell(value: float | None, digits: int = 1) -> str:
+    """A table cell: ``value`` with thousands separators and ``digits`` decimals, or ``n/a``."""
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
@@ -64,8 +66,8 @@ def comparison_table(runs: Sequence[RunResult], baseline: RunResult, display: Ma
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         cells = [display.get(run.label, run.label)]
-        cells += [_fmt(metric(run, path), digits) for _, path, digits in COLUMNS]
-        cells += [_fmt(ratio(run, baseline, path), 2) for _, path in RATIOS]
+        cells += [cell(metric(run, path), digits) for _, path, digits in COLUMNS]
+        cells += [cell(ratio(run, baseline, path), 2) for _, path in RATIOS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -101,11 +103,11 @@ def ratio_target(scope: str, run: RunResult, base: RunResult, path: str, bound: 
 def targets_table(targets: Sequence[Target]) -> str:
     lines = ["| scope | target | measured | met |", "|---|---|---|---|"]
     for t in targets:
-        lines.append(f"| {t.scope} | {t.name} | {_fmt(t.value, 3)} | {'yes' if t.met else '**no**'} |")
+        lines.append(f"| {t.scope} | {t.name} | {cell(t.value, 3)} | {'yes' if t.met else '**no**'} |")
     return "\n".join(lines)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_png(fig: plt.Figure, path: Path) -> Path:
     """Render ``fig`` to PNG bytes and write them atomically."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
@@ -132,7 +134,7 @@ def ratio_bars(per_trace: Mapping[str, Sequence[RunResult]], baseline: str, path
         ax.set_xticks([t + 0.4 - width / 2 for t in range(len(traces))], traces)
         ax.set_title(f"{title} / {baseline}")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def sweep_plot(points: Sequence[Mapping[str, float]], x_key: str, series: Sequence[tuple[str, str]],
@@ -149,7 +151,7 @@ def sweep_plot(points: Sequence[Mapping[str, float]], x_key: str, series: Sequen
     ax.set_yscale("log")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_outputs(out: Path, runs: Sequence[RunResult], comparison: Mapping[str, Any], markdown: str) -> None:
@@ -159,3 +161,16 @@ def write_outputs(out: Path, runs: Sequence[RunResult], comparison: Mapping[str,
     light = [replace(r, requests=[]).to_dict() for r in runs]
     atomic_write_json(out / "summary.json", {"schema": SCHEMA, "runs": light, "comparison": comparison}, indent=1)
     atomic_write_text(out / "report.md", markdown)
+
+
+def trace_runs(trace: str, runs: Iterable[RunResult]) -> list[RunResult]:
+    """``runs`` labelled ``<trace>/<label>`` for a file holding every trace's runs."""
+    return [replace(r, label=f"{trace}/{r.label}") for r in runs]
+
+
+def publish(out: Path, runs: Sequence[RunResult], comparison: Mapping[str, Any], markdown: str) -> None:
+    """:func:`write_outputs`, then the report on stdout and the files written on stderr."""
+    write_outputs(out, runs, comparison, markdown)
+    print(markdown)
+    written = ["runs.json", "summary.json", "report.md", *sorted(p.name for p in out.glob("*.png"))]
+    print(f"wrote {', '.join(written)} under {out}", file=sys.stderr)

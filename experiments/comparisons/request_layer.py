@@ -18,10 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.comparisons.capacity import saturation_capacity
-from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress
+from experiments.comparisons.capacity import replay_at_load
+from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, script_main
 from experiments.comparisons.report import (
-    Target, comparison_table, metric, ratio_bars, ratio_target, sweep_plot, targets_table, write_outputs,
+    Target, comparison_table, metric, publish, ratio_bars, ratio_target, sweep_plot, targets_table, trace_runs,
 )
 from experiments.comparisons.stack import Cluster, Stack, run_stack
 from experiments.metrics.runs import RunResult
@@ -86,14 +86,11 @@ def run(args: argparse.Namespace) -> int:
     capacities, targets, sweeps, sections = {}, [], {}, []
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "request layer") as bar:
         for trace in traces:
-            capacity = saturation_capacity(todo[0], cluster, trace.load(n_requests), n_capacity)
+            replay = replay_at_load(trace.name, trace.load(n_requests), todo[0], cluster, n_capacity, args.load)
             bar.update()
-            rate = args.load * capacity.rate_rps
-            capacities[trace.name] = {**capacity.to_dict(), "offered_rate_rps": rate, "load": args.load}
-            print(f"{trace.name}: capacity {capacity.rate_rps:.2f} req/s (FCFS, saturating run of "
-                  f"{capacity.requests} requests); offered {rate:.2f} req/s = {args.load:g} x capacity", file=sys.stderr)
-            requests = trace.load(n_requests, rate)
-            workload = {"trace": trace.name, "requests": len(requests), "rate_rps": rate, "load": args.load}
+            offered, requests, workload = replay.offered, replay.requests, replay.workload()
+            capacities[trace.name] = offered.to_dict()
+            print(offered.describe(trace.name), file=sys.stderr)
             runs: dict[str, RunResult] = {}
             for stack in todo:
                 runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
@@ -102,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
             sweeps[trace.name] = sweep_points(runs, aging_rates)
             main = [runs[s.label] for s in todo if not s.label.startswith("aging=")]
             per_trace[trace.name] = main
-            sections.append(f"### {trace.name}: {len(requests)} requests at {rate:.2f} req/s "
-                            f"({args.load:g} x capacity {capacity.rate_rps:.2f} req/s)\n\n"
+            sections.append(offered.heading(trace.name, len(requests)) + "\n\n"
                             + comparison_table(list(runs.values()), runs["fcfs"]))
-            all_runs += [RunResult(f"{trace.name}/{r.label}", r.config, r.summary, r.requests) for r in runs.values()]
+            all_runs += trace_runs(trace.name, runs.values())
             sweep_plot(sweeps[trace.name], "aging_rate", (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"),
                                                           ("max TTFT", "ttft_max_ms")),
                        f"sjf-aging aging-rate sweep, {trace.name}", out / f"aging_sweep_{trace.name}.png")
@@ -115,24 +111,14 @@ def run(args: argparse.Namespace) -> int:
         "SLO attainment: TTFT <= %g ms and TPOT <= %g ms." % (slo.ttft_ms, slo.tpot_ms),
         "## Targets (issue 4)", targets_table(targets), *sections,
         "![ratios](ratios.png)", *[f"![sweep {t.name}](aging_sweep_{t.name}.png)" for t in traces]]) + "\n"
-    write_outputs(out, all_runs, {"capacities": capacities, "targets": [t.to_dict() for t in targets],
-                                  "aging_sweeps": sweeps, "gpu_model": GPU_MODEL, "engines": args.engines,
-                                  "quick": args.quick}, markdown)
-    print(markdown)
-    print(f"wrote {out}/runs.json, summary.json, report.md and plots", file=sys.stderr)
+    publish(out, all_runs, {"capacities": capacities, "targets": [t.to_dict() for t in targets],
+                            "aging_sweeps": sweeps, "gpu_model": GPU_MODEL, "engines": args.engines,
+                            "quick": args.quick}, markdown)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.comparisons.request_layer",
-                                     description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return script_main("experiments.comparisons.request_layer", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

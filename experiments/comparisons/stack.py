@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.factory import create_dispatcher
+from experiments.comparisons.dispatch_metrics import BalanceSampler, prefix_hit_rate, requests_per_engine
 from experiments.metrics.runs import RunResult
 from experiments.metrics.summary import Slo
 from experiments.sim.cluster import simulate
@@ -29,6 +31,9 @@ class Stack:
         label: unique name in tables and run JSON.
         policy: request policy name (``request_sched.policies.create_queue``).
         dispatch: dispatcher name (``engine_dispatch.factory.create_dispatcher``).
+        dispatch_options: keyword options of the dispatcher, merged over the defaults of
+            :func:`build_dispatcher` (e.g. ``config``, a ``ScoredConfig``); not recorded in the run
+            config (they need not be JSON), so a caller adds what identifies them.
         policy_options: keyword options of the policy (sjf-aging gets the cluster's step model
             as ``step_model`` unless given here).
         placement: name of the expert placement whose factors the engines run with (a key of
@@ -40,6 +45,7 @@ class Stack:
     label: str
     policy: str = "fcfs"
     dispatch: str = "round-robin"
+    dispatch_options: Mapping[str, Any] = field(default_factory=dict)
     policy_options: Mapping[str, Any] = field(default_factory=dict)
     placement: str | None = None
     admit_whole_prompt: bool = True
@@ -73,30 +79,34 @@ def _queue_factory(stack: Stack, model: StepTimeModel):
     return lambda: create_queue(stack.policy, **options)
 
 
-def _dispatcher(stack: Stack, cluster: Cluster, seed: int):
-    options: dict[str, Any] = {}
+def build_dispatcher(stack: Stack, cluster: Cluster, seed: int = 0) -> Dispatcher:
+    """A fresh dispatcher for one run: scored ones get the cluster's step model and 512-token
+    blocks, power-of-two gets ``seed``; ``stack.dispatch_options`` override these.
+
+    Raises ValueError for an unknown dispatcher or option.
+    """
+    defaults: dict[str, Any] = {}
     if stack.dispatch == "scored":
-        options = {"step_model": cluster.model, "block_tokens": BLOCK_TOKENS}
+        defaults = {"step_model": cluster.model, "block_tokens": BLOCK_TOKENS}
     elif stack.dispatch == "power-of-two":
-        options = {"seed": seed}
-    return create_dispatcher(stack.dispatch, cluster.engines, **options)
+        defaults = {"seed": seed}
+    return create_dispatcher(stack.dispatch, cluster.engines, **{**defaults, **stack.dispatch_options})
 
 
 def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo: Slo,
-              workload: Mapping[str, Any], seed: int = 0) -> RunResult:
+              workload: Mapping[str, Any], seed: int = 0, dispatch_metrics: bool = False) -> RunResult:
     """Simulate ``stack`` on ``cluster`` over ``requests``; the run carries records and summary.
 
     ``workload`` describes the requests (trace, rate, load) and is stored in the run's config.
+    With ``dispatch_metrics`` the summary gains ``"dispatch"``: prefix hit rate, load balance
+    (:class:`~experiments.comparisons.dispatch_metrics.BalanceSampler`) and requests per engine.
     """
     engine = cluster.engine
     budget = None
     if stack.tpot_budget_ms is not None:
         budget = SloTokenBudget(cluster.model, stack.tpot_budget_ms / 1e3, max_budget=engine.max_batched_tokens,
                                 min_budget=min(256, engine.max_batched_tokens))
-    engine = EngineConfig(max_running=engine.max_running, max_batched_tokens=engine.max_batched_tokens,
-                          kv_capacity_tokens=engine.kv_capacity_tokens, prefix_caching=engine.prefix_caching,
-                          admit_whole_prompt=stack.admit_whole_prompt,
-                          rematch_waiting_max=engine.rematch_waiting_max, budget=budget)
+    engine = replace(engine, admit_whole_prompt=stack.admit_whole_prompt, budget=budget)
     moe = None
     if stack.placement is not None:
         try:
@@ -106,8 +116,9 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
                              f"{', '.join(cluster.placements)}") from None
     config = ClusterConfig(engines=cluster.engines, engine=engine, queue_factory=_queue_factory(stack, cluster.model),
                            load_refresh_s=cluster.load_refresh_s, moe=moe)
+    sampler = BalanceSampler() if dispatch_metrics else None
     started = time.process_time()
-    result = simulate(requests, config, cluster.model, _dispatcher(stack, cluster, seed))
+    result = simulate(requests, config, cluster.model, build_dispatcher(stack, cluster, seed), sampler)
     cpu_s = time.process_time() - started
     record_config = {
         "simulator": True, "gpu_model": cluster.model_name, "engines": cluster.engines,
@@ -119,4 +130,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
         "kv_capacity_tokens": engine.kv_capacity_tokens, "prefix_caching": engine.prefix_caching,
         "load_refresh_s": cluster.load_refresh_s, "workload": dict(workload), "simulation_cpu_s": cpu_s,
     }
-    return run_result(result, stack.label, record_config, slo)
+    run = run_result(result, stack.label, record_config, slo)
+    if sampler is not None:
+        run.summary["dispatch"] = {"prefix_hit_rate": prefix_hit_rate(result), **sampler.summary(),
+                                   "requests_per_engine": requests_per_engine(result)}
+    return run
