@@ -5,7 +5,7 @@ so they improve a placement locally. This module gives them a global starting po
 
 1. co-usage graph: one node per (layer, expert), node id ``l * E + e``; an edge (l, a) - (l+1, b)
    weighted ``colocation_weight * T[l, a, b]`` (top-1 transitions) and an edge (l, a) - (l, b)
-   weighted ``fanout_weight * C[l, a, b]`` (same-layer co-activation, a < b). Only each node's
+   weighted ``fanout_weight * C[l, a, b]`` (same-layer co-activation, symmetric). Only each node's
    ``neighbours`` heaviest edges of each kind (either endpoint's choice) are kept, which bounds the
    graph at DeepSeek-V3 scale (58 x 256 nodes) to about ``2 * neighbours`` edges per node and kind;
 2. partition into G parts, part g = GPU g at every layer, by recursive Kernighan-Lin bisection

@@ -64,7 +64,7 @@ from ortools.sat.python import cp_model
 
 from .eplb import eplb_placement
 from .graph_seed import seed_partition
-from .metrics import colocation_of_hosts, gpu_loads, pair_colocation_of_hosts
+from .metrics import colocation_of_hosts, gpu_loads, kept_transitions, pair_colocation_of_hosts
 from .placement import Placement, check_layout
 from .stats import RoutingStats
 
@@ -342,10 +342,10 @@ def _rows_from_hosts(hosts: np.ndarray) -> np.ndarray:
                      for layer in hosts])
 
 
-def _excess(stats: RoutingStats, hosts: np.ndarray, caps: np.ndarray) -> float:
-    """Total load above the caps (integer units) of replicas per GPU [L, E, G]."""
-    unit = LOAD_UNITS / np.maximum(stats.load.sum(1), 1e-12)
-    per_replica = stats.load / np.maximum(hosts.sum(2), 1) * unit[:, None]
+def _excess(load: np.ndarray, hosts: np.ndarray, caps: np.ndarray) -> float:
+    """Total load above the caps [L] (integer units) of replicas per GPU [L, E, G] with loads [L, E]."""
+    unit = LOAD_UNITS / np.maximum(load.sum(1), 1e-12)
+    per_replica = load / np.maximum(hosts.sum(2), 1) * unit[:, None]
     loads = np.einsum("leg,le->lg", hosts, per_replica)
     return float(np.clip(loads - caps[:, None], 0, None).sum())
 
@@ -425,7 +425,20 @@ class _Search:
 
     def score(self, hosts: np.ndarray) -> tuple[float, float]:
         """(-excess load, objective) of replicas per GPU [L, E, G]: larger is better, lexicographically."""
-        return -round(_excess(self.stats, hosts, self.caps)), self.weights.score(hosts, self.stats)
+        return -round(_excess(self.stats.load, hosts, self.caps)), self.weights.score(hosts, self.stats)
+
+    def local_score(self, hosts: np.ndarray, layer: int) -> tuple[float, float]:
+        """The terms of :meth:`score` that depend on ``layer`` (unnormalised by the other layers'
+        terms, which two placements differing only in ``layer`` share)."""
+        stats, w, one = self.stats, self.weights, slice(layer, layer + 1)
+        value = 0.0
+        if w.colocation:
+            lo, hi = max(layer - 1, 0), min(layer + 1, stats.num_layers - 1)
+            value += w.colocation * float(kept_transitions(hosts[lo:hi + 1], stats.transitions[lo:hi]).sum())
+        if w.fanout:
+            value += w.fanout * float(stats.coactivation[layer].sum()) * pair_colocation_of_hosts(
+                hosts[one], stats.coactivation[one])
+        return -round(_excess(stats.load[one], hosts[one], self.caps[one])), value
 
     def gains(self, hosts: np.ndarray, layer: int, forward: bool) -> _LayerGains:
         """Objective of ``layer`` with the other layers of ``hosts`` [L, E, G] fixed (``forward``:
@@ -476,7 +489,7 @@ class _Search:
             return False
         candidate = self.hosts.copy()
         candidate[layer], self.solves[layer] = solved
-        if not forward and self.score(candidate) <= self.score(self.hosts):
+        if not forward and self.local_score(candidate, layer) <= self.local_score(self.hosts, layer):
             return False
         self.hosts = candidate
         return True
