@@ -20,30 +20,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-from moesched_base.atomic import atomic_write_text
-
 from experiments.bench.endpoints import APIS, Endpoint, parse_endpoint, preflight
 from experiments.bench.prompts import PromptSynthesizer, load_tokenizer
 from experiments.bench.replay import ReplayOptions, ReplayResult, replay_all
-from experiments.metrics.runs import RunResult, dump_runs
+from experiments.metrics.runs import RunResult
 from experiments.metrics.summary import Slo, summarize
-from experiments.workloads.load import LOADERS, WorkloadSpec, load_workload
+from experiments.report.outputs import add_output_arguments, slo_from_args, write_run_outputs
+from experiments.workloads.cli_args import add_workload_arguments, workload_record, workload_spec_from_args
+from experiments.workloads.load import load_workload
 from experiments.workloads.types import TraceRequest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``moesched bench``."""
-    w = parser.add_argument_group("workload")
-    w.add_argument("--trace", required=True, help="trace file (Azure CSV, Mooncake JSONL) or synthetic spec (JSON)")
-    w.add_argument("--format", required=True, choices=sorted(LOADERS), help="format of --trace")
-    w.add_argument("--rate", type=float, help="rescale arrivals to this mean rate in requests/s")
-    w.add_argument("--max-requests", type=int, help="replay only the first N requests (after --start-s)")
-    w.add_argument("--start-s", type=float, default=0.0, help="skip the trace's first S seconds")
-    w.add_argument("--duration-s", type=float, help="keep only D seconds of the trace after --start-s")
-    w.add_argument("--max-total-tokens", type=int,
-                   help="clip prompt + output to the servers' max model length (e.g. 2048)")
-    w.add_argument("--workload-class", help="tag stored on every request (e.g. conv)")
-    w.add_argument("--seed", type=int, default=0, help="seed of synthetic workloads and prompt content")
+    add_workload_arguments(parser, seed_also="prompt content")
     e = parser.add_argument_group("endpoints")
     e.add_argument("--endpoint", action="append", required=True, metavar="LABEL=URL",
                    help="server to replay against; repeat for several (same URL under two labels is allowed)")
@@ -60,13 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--stall-timeout", type=float, default=120.0, help="seconds of stream silence before failing")
     r.add_argument("--cooldown", type=float, default=1.0, help="seconds of pause between two replays")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o = parser.add_argument_group("output")
-    o.add_argument("--slo-ttft-ms", type=float, help="TTFT objective for goodput and SLO attainment")
-    o.add_argument("--slo-tpot-ms", type=float, help="TPOT objective for goodput and SLO attainment")
-    o.add_argument("--out", required=True, help="run JSON to write")
-    o.add_argument("--markdown", help="Markdown report to write")
-    o.add_argument("--plots", metavar="DIR", help="directory for PNG plots")
-    o.add_argument("--baseline", help="label the Markdown ratios are taken against (default: the first endpoint)")
+    add_output_arguments(parser, runs="endpoint")
 
 
 def _endpoints(args: argparse.Namespace) -> list[Endpoint]:
@@ -98,9 +82,7 @@ def _config(args: argparse.Namespace, endpoint: Endpoint, requests: list[TraceRe
     return {
         "endpoint": endpoint.url, "model": endpoint.model, "api": args.api,
         "priority_lower_first": endpoint.priority_lower_first,
-        "workload": {"trace": args.trace, "format": args.format, "requests": len(requests), "rate_rps": args.rate,
-                     "max_requests": args.max_requests, "start_s": args.start_s, "duration_s": args.duration_s,
-                     "max_total_tokens": args.max_total_tokens, "seed": args.seed},
+        "workload": workload_record(args, len(requests)),
         "repeat": args.repeat, "tokenizer": args.tokenizer, "client_host": platform.node(),
         "host_load_avg_1m": [list(res.load_avg_1m) for res in rounds],
         "options": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
@@ -120,29 +102,15 @@ def build_runs(args: argparse.Namespace, endpoints: list[Endpoint], requests: li
     return runs
 
 
-def write_outputs(args: argparse.Namespace, runs: list[RunResult]) -> None:
-    """Write the run JSON, then the optional Markdown report and plots."""
-    dump_runs(args.out, runs)
-    if args.markdown:
-        from experiments.report.markdown import render_markdown
-        atomic_write_text(args.markdown, render_markdown(runs, args.baseline, f"moesched bench: {Path(args.trace).name}"))
-    if args.plots:
-        from experiments.report.plots import write_plots
-        write_plots(runs, args.plots)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; see the module docstring for exit codes."""
     _check_numbers(args)
     endpoints = _endpoints(args)
-    requests = load_workload(WorkloadSpec(
-        path=args.trace, format=args.format, workload_class=args.workload_class, seed=args.seed,
-        start_s=args.start_s, duration_s=args.duration_s, max_requests=args.max_requests, rate_rps=args.rate,
-        max_total_tokens=args.max_total_tokens))
+    requests = load_workload(workload_spec_from_args(args))
     tokenizer = load_tokenizer(args.tokenizer)
     PromptSynthesizer(tokenizer, args.seed).text(requests[0])  # fail fast on an unsuitable tokenizer
     endpoints = asyncio.run(preflight(endpoints, args.model))
-    slo = Slo(args.slo_ttft_ms, args.slo_tpot_ms)
+    slo = slo_from_args(args)
     options = ReplayOptions(api=args.api, repeat=args.repeat, seed=args.seed, request_timeout_s=args.request_timeout,
                             stall_timeout_s=args.stall_timeout, cooldown_s=args.cooldown)
 
@@ -156,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             endpoints, requests, make_prompts, options, on_done=lambda: bar.update(1),
             on_start=lambda ep, r: bar.set_description(f"{ep.label} round {r + 1}/{args.repeat}")))
     runs = build_runs(args, endpoints, requests, results, slo)
-    write_outputs(args, runs)
+    wrote = write_run_outputs(args, runs, f"moesched bench: {Path(args.trace).name}")
     failed = 0
     for run_ in runs:
         s = run_.summary
@@ -165,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{run_.label}: {s['completed']} ok, {s['failed']} failed, mean TTFT "
               f"{'n/a' if ttft is None else f'{ttft:.1f}'} ms, mean TPOT {'n/a' if tpot is None else f'{tpot:.2f}'} ms, "
               f"{s['output_throughput']:.1f} output tok/s")
-    print(f"wrote {args.out}" + (f", {args.markdown}" if args.markdown else "") + (f", {args.plots}/" if args.plots else ""))
+    print(wrote)
     if failed:
         first = next(r.error for run_ in runs for r in run_.requests if r.error)
         print(f"moesched bench: {failed} request(s) failed; first error: {first}", file=sys.stderr)

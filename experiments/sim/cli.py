@@ -21,20 +21,19 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, replace
-from typing import Any
-
 from pathlib import Path
-
-from moesched_base.atomic import atomic_write_text
+from typing import Any
 
 from engine_dispatch.factory import create_dispatcher, dispatcher_names
 from expert_sched.metrics import DEFAULT_EXECUTION_MODEL, EXECUTION_MODELS
-from experiments.metrics.runs import RunResult, dump_runs
+from experiments.metrics.runs import RunResult
 from experiments.metrics.summary import Slo
+from experiments.report.outputs import add_output_arguments, slo_from_args, write_run_outputs
 from experiments.sim.cluster import simulate
 from experiments.sim.config import ClusterConfig, EngineConfig
 from experiments.sim.results import run_result
-from experiments.workloads.load import LOADERS, WorkloadSpec, load_workload
+from experiments.workloads.cli_args import add_workload_arguments, workload_record, workload_spec_from_args
+from experiments.workloads.load import load_workload
 from experiments.workloads.types import BLOCK_TOKENS, TraceRequest
 from perf_model.batch import MoeFactors, StepTimeModel
 from perf_model.model_file import resolve_model, resolve_request_overhead
@@ -59,16 +58,7 @@ class RunSpec:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``moesched simulate``."""
-    w = parser.add_argument_group("workload")
-    w.add_argument("--trace", required=True, help="trace file (Azure CSV, Mooncake JSONL) or synthetic spec (JSON)")
-    w.add_argument("--format", required=True, choices=sorted(LOADERS), help="format of --trace")
-    w.add_argument("--rate", type=float, help="rescale arrivals to this mean rate in requests/s")
-    w.add_argument("--max-requests", type=int, help="replay only the first N requests (after --start-s)")
-    w.add_argument("--start-s", type=float, default=0.0, help="skip the trace's first S seconds")
-    w.add_argument("--duration-s", type=float, help="keep only D seconds of the trace after --start-s")
-    w.add_argument("--max-total-tokens", type=int, help="clip prompt + output to this many tokens")
-    w.add_argument("--workload-class", help="tag stored on every request (e.g. conv)")
-    w.add_argument("--seed", type=int, default=0, help="seed of synthetic workloads and random dispatchers")
+    add_workload_arguments(parser, seed_also="random dispatchers")
     c = parser.add_argument_group("cluster (defaults of every --config)")
     c.add_argument("--engines", type=int, default=1, help="number of engines")
     c.add_argument("--policy", default="fcfs", choices=POLICY_NAMES, help="request policy per engine")
@@ -100,16 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="where a token is dispatched from: its home GPU (deepep-low-latency, SGLang + DeepEP) "
                         "or the GPU of its previous layer's top-1 expert (affinity, ExFlow-style; needs "
                         "transitions in --routing-stats); sets the placement's cross-GPU share")
-    o = parser.add_argument_group("output")
+    o = add_output_arguments(parser, runs="run")
     o.add_argument("--config", action="append", default=[], metavar="LABEL:key=value,...",
                    help="a run; repeat for several (see module help for keys)")
-    o.add_argument("--slo-ttft-ms", type=float, help="TTFT objective for goodput and SLO attainment")
-    o.add_argument("--slo-tpot-ms", type=float, help="TPOT objective for goodput and SLO attainment")
     o.add_argument("--itl", action="store_true", help="store per-request ITL lists in the records (large)")
-    o.add_argument("--out", required=True, help="run JSON to write")
-    o.add_argument("--markdown", help="Markdown report to write")
-    o.add_argument("--plots", metavar="DIR", help="directory for PNG plots")
-    o.add_argument("--baseline", help="label the Markdown ratios are taken against (default: the first run)")
 
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -220,9 +204,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
         "tpot_slo_budget_ms": args.tpot_slo_budget_ms, "placement": spec.placement,
         "ep_execution": None if spec.placement is None else spec.ep_execution,
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},
-        "workload": {"trace": args.trace, "format": args.format, "requests": len(requests), "rate_rps": args.rate,
-                     "max_requests": args.max_requests, "start_s": args.start_s, "duration_s": args.duration_s,
-                     "max_total_tokens": args.max_total_tokens, "seed": args.seed},
+        "workload": workload_record(args, len(requests)),
         "simulation_wall_s": wall,
     }
     return run_result(result, spec.label, config, slo, include_itl=args.itl)
@@ -236,11 +218,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value}")
     model = resolve_model(args.gpu_model)
     specs = run_specs(args, model)
-    requests = load_workload(WorkloadSpec(
-        path=args.trace, format=args.format, workload_class=args.workload_class, seed=args.seed,
-        start_s=args.start_s, duration_s=args.duration_s, max_requests=args.max_requests, rate_rps=args.rate,
-        max_total_tokens=args.max_total_tokens))
-    slo = Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms)
+    requests = load_workload(workload_spec_from_args(args))
+    slo = slo_from_args(args)
     runs = []
     for spec in specs:
         run_ = simulate_spec(spec, requests, model, args, slo)
@@ -250,21 +229,8 @@ def run(args: argparse.Namespace) -> int:
               f"{s['output_throughput']:.0f} out tok/s, {s['preemptions']} preemptions "
               f"({run_.config['simulation_wall_s']:.1f} s)")
         runs.append(run_)
-    _write_outputs(args, runs)
-    print(f"wrote {args.out}" + (f", {args.markdown}" if args.markdown else "") + (f", {args.plots}/" if args.plots else ""))
+    print(write_run_outputs(args, runs, f"moesched simulate ({args.gpu_model}): {Path(args.trace).name}"))
     return 0 if all(r.summary["failed"] == 0 for r in runs) else 1
-
-
-def _write_outputs(args: argparse.Namespace, runs: list[RunResult]) -> None:
-    """Run JSON, then the optional Markdown report and plots (the same renderers as ``bench``)."""
-    dump_runs(args.out, runs)
-    if args.markdown:
-        from experiments.report.markdown import render_markdown
-        atomic_write_text(args.markdown, render_markdown(
-            runs, args.baseline, f"moesched simulate ({args.gpu_model}): {Path(args.trace).name}"))
-    if args.plots:
-        from experiments.report.plots import write_plots
-        write_plots(runs, args.plots)
 
 
 def _ms(value: float | None) -> str:
