@@ -6,7 +6,7 @@
    ``pick`` is for a fresh request (half extend a cached prefix, half are new), with engine
    reports that change every call; ``on_dispatched`` / ``on_finished`` run untimed between picks.
    Target: <= 100 us per decision.
-2. Router proxy overhead on loopback: one fake engine (engine_dispatch.router.fake_engine, test
+2. Router proxy overhead on loopback: one fake engine (tests/support/fake_engine.py, test
    support) and the router in this process; the same sequential request stream is sent directly
    to the engine and through the router, alternating, and the latency quantiles compared.
    Overhead = quantile(through router) - quantile(direct). Target: p99 <= 2 ms.
@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,13 +37,14 @@ from aiohttp.test_utils import TestServer
 from engine_dispatch.config import config_from_dict
 from engine_dispatch.factory import create_dispatcher
 from engine_dispatch.router.app import ProxySettings, Router
-from engine_dispatch.router.fake_engine import FakeEngine
 from engine_dispatch.router.pool import EnginePool, PoolSettings
 from engine_dispatch.types import DispatchRequest, EngineLoad
 from moesched_base.atomic import atomic_write_json
 from perf_model.presets import preset_model
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "support"))  # the fake upstream engine is test support
+from fake_engine import FakeEngine  # noqa: E402
 BLOCK_TOKENS = 64
 
 

@@ -1,4 +1,4 @@
-"""The HTTP router against in-process fake engines (engine_dispatch.router.fake_engine, test
+"""The HTTP router against in-process fake engines (tests/support/fake_engine.py, test
 support): no request lost or served twice under engine failures, clean JSON errors, health
 checks that remove and re-add engines, load polling."""
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine_dispatch.factory import create_dispatcher
 from engine_dispatch.router.app import ProxySettings, Router
-from engine_dispatch.router.fake_engine import BEHAVIOURS, FakeEngine
+from fake_engine import BEHAVIOURS, FakeEngine
 from engine_dispatch.router.pool import EnginePool, PoolSettings
 
 

@@ -1,5 +1,6 @@
 """TEST SUPPORT ONLY: an in-process fake OpenAI-compatible engine for the router's tests and the
-overhead benchmark. It generates no text: it echoes the prompt, and fails on purpose when told to.
+router-hop part of ``experiments/benchmarks/dispatch_overhead.py`` (which puts this directory on
+``sys.path``). It generates no text: it echoes the prompt, and fails on purpose when told to.
 
 Each request is answered according to the next entry of the engine's ``behaviours`` list (cycled):
 ``ok``; ``refuse`` (close the connection before any response byte); ``unavailable`` (HTTP 503);
