@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,8 +239,9 @@ def config_from_dict(data: dict[str, Any]) -> ScoredConfig:
     return ScoredConfig(**values)
 
 
-def load_config(path: str | Path) -> ScoredConfig:
-    """Read and validate a TOML file. Raises ValueError (or OSError) naming ``path``."""
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ScoredConfig:
+    """Read and validate a TOML file whose top-level tables ``overrides`` replaces (e.g. a weight
+    variant). Raises ValueError (or OSError) naming ``path``."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -247,6 +249,6 @@ def load_config(path: str | Path) -> ScoredConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from exc
     try:
-        return config_from_dict(data)
+        return config_from_dict({**data, **(overrides or {})})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from engine_dispatch.config import ScoredConfig, config_from_dict  # noqa: E402
+from engine_dispatch.config import load_config  # noqa: E402
 from experiments.comparisons.capacity import replay_at_load  # noqa: E402
 from experiments.comparisons.cli_common import progress, script_main  # noqa: E402
 from experiments.comparisons.report import (  # noqa: E402
@@ -71,23 +70,16 @@ class Policy:
     config_path: str | None = None
     overrides: Mapping[str, Any] | None = None
 
-    def scored_config(self) -> ScoredConfig:
-        """The scored dispatcher's validated settings (ValueError naming the file and key)."""
-        assert self.config_path is not None
-        with open(self.config_path, "rb") as handle:
-            try:
-                data = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{self.config_path}: not valid TOML: {exc}") from exc
-        try:
-            return config_from_dict({**data, **(self.overrides or {})})
-        except ValueError as exc:
-            raise ValueError(f"{self.config_path} ({self.label}): {exc}") from exc
-
     def stack(self) -> Stack:
-        """The simulated stack: FCFS engines behind this dispatcher (its config read and validated)."""
-        options = {} if self.config_path is None else {"config": self.scored_config()}
-        return Stack(self.label, dispatch=self.dispatch, dispatch_options=options)
+        """The simulated stack: FCFS engines behind this dispatcher, its config read and validated
+        (ValueError naming the variant, file and key)."""
+        if self.config_path is None:
+            return Stack(self.label, dispatch=self.dispatch)
+        try:
+            config = load_config(self.config_path, self.overrides)
+        except ValueError as exc:
+            raise ValueError(f"{self.label}: {exc}") from exc
+        return Stack(self.label, dispatch=self.dispatch, dispatch_options={"config": config})
 
 
 #: scored-dispatcher variants of ``--weight-sweep`` (tables replacing the config file's): how the

@@ -43,6 +43,15 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(tmp_path / "missing.toml")
 
 
+def test_overrides_replace_whole_tables(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[weights]\nprefix_load = 1.0\nkv_use = 0.5\n[kv_use]\nsaturation = 0.8\n")
+    config = load_config(path, {"weights": {"least_load": 2.0}})
+    assert config.weights == {"least_load": 2.0} and config.kv_use.saturation == 0.8
+    with pytest.raises(ValueError, match=r"c\.toml: weights\.least_load"):
+        load_config(path, {"weights": {"least_load": -1}})
+
+
 def test_shipped_configs_load_and_default_matches_builtin():
     assert load_config(REPO / "configs" / "dispatch.toml").weights == ScoredConfig().weights
     gaps = load_config(REPO / "configs" / "dispatch_gaps.toml")
