@@ -15,13 +15,13 @@ are type-checked on load.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from moesched_base.atomic import atomic_write_json
+from moesched_base.json_file import read_json
 
 from experiments.metrics.records import RequestRecord
 from experiments.metrics.summary import LATENCY_KEYS, STAT_KEYS
@@ -104,11 +104,7 @@ def dump_runs(path: str | os.PathLike[str], runs: list[RunResult]) -> None:
 def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
     """Read and validate run JSON; errors read ``"file: runs[2].summary.ttft_ms: expected ..."``."""
     name = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{name}:{exc.lineno}: expected run JSON ({exc.msg})") from None
+    obj = read_json(path, "run JSON")
     try:
         if not isinstance(obj, dict) or not isinstance(obj.get("runs"), list):
             raise ValueError("runs: expected a top-level object with a list 'runs'")

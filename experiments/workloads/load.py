@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from typing import Callable
+
+from moesched_base.json_file import read_json
 
 from experiments.workloads.azure import load_azure_csv
 from experiments.workloads.mooncake import load_mooncake_jsonl
@@ -18,11 +19,7 @@ from experiments.workloads.types import TraceRequest
 def load_synthetic_json(path: str | os.PathLike[str], workload_class: str | None = None,
                         seed: int = 0) -> list[TraceRequest]:
     """Read a :class:`SyntheticSpec` from a JSON file and generate it with ``seed``."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{os.fspath(path)}:{exc.lineno}: expected a JSON synthetic spec ({exc.msg})") from None
+    obj = read_json(path, "a JSON synthetic spec")
     try:
         spec = SyntheticSpec.from_dict(obj)
     except ValueError as exc:
