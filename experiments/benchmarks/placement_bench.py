@@ -1,21 +1,24 @@
 """Expert-placement benchmark: CP-SAT solver versus DeepSeek's EPLB.
 
 1. OLMoE (bundled data, 3-layer chain 0 -> 7 -> 15), every domain, (G, R) in (8, 0), (8, 8),
-   (16, 16): balancedness, co-location, solve time (wall-clock budget); plus a placement solved on
-   one domain and evaluated on the others (robustness).
+   (16, 16): balancedness, co-location, seconds; plus the G=8 R=8 placement solved on one domain
+   and evaluated on the others (robustness).
 2. DeepSeek-V3 scale: 58 MoE layers x 256 experts, top-8, synthetic routing fitted to OLMoE
    (``expert_sched.synthetic``), on (G, N, R) = (64, 8, 64) and (32, 4, 32) with 8 expert groups
-   (hierarchical EPLB, as SGLang's ``auto`` picks it); the co-location objective on both, and the
+   (hierarchical EPLB, as SGLang's ``auto`` picks it); the co-location objective on both, the
    fan-out and combined objectives on (64, 8, 64).
-3. Ablation of the graph-partitioning seed, with a deterministic CP-SAT budget (one worker, fixed
-   seed) so that the comparison does not depend on the machine's load: OLMoE G=8 R=8 in every
-   domain and DeepSeek-V3 scale G=64, each with and without the seed.
+3. Ablation of the graph-partitioning seed: OLMoE G=8 R=8 (every domain) and DeepSeek-V3 scale
+   G=64 (co-location) again without it, same budget.
 
-The host's 1-minute load average is recorded before and after each part (the machine is shared).
+Budgets are CP-SAT deterministic time by default (one worker, fixed seed): the placements are then
+the same on any machine at any load, and the CPU seconds of each case show what it costs. With
+``--wall-clock`` they are wall-clock seconds with two workers (what ``moesched place --time-limit``
+does), and results depend on the load. Every case is one task; ``--jobs J`` runs J in parallel.
+The host's 1-minute load average is recorded before each case.
 
-Usage: python experiments/benchmarks/placement_bench.py [--olmoe-time 55] [--dsv3-time 110]
-       [--ablation-olmoe-det 20] [--ablation-dsv3-det 100] [--skip-olmoe] [--skip-dsv3]
-       [--skip-ablation] [--out results/placement_bench.json]
+Usage: python experiments/benchmarks/placement_bench.py [--olmoe-budget 20] [--dsv3-budget 30]
+       [--wall-clock] [--skip-olmoe] [--skip-dsv3] [--skip-ablation] [--jobs 1]
+       [--out results/placement_bench.json]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import dataclasses
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from expert_sched.metrics import evaluate
 from expert_sched.solver import SolverOptions, solve_placement
@@ -53,24 +57,6 @@ def _row(name: str, stats: RoutingStats, gpus: int, redundant: int, nodes: int =
     return row, result
 
 
-def olmoe(time_limit: float, tolerance: float) -> tuple[list[dict], list[dict]]:
-    rows, robustness = [], []
-    for domain in DOMAINS:
-        stats = load_stats(OLMOE, domain)
-        for gpus, redundant in ((8, 0), (8, 8), (16, 16)):
-            row, result = _row(f"olmoe {domain} G={gpus} R={redundant}", stats, gpus, redundant,
-                               time_limit=time_limit, balance_tolerance=tolerance)
-            rows.append(row)
-            if (gpus, redundant) == (8, 8):
-                for other in DOMAINS:
-                    if other != domain:
-                        other_stats = load_stats(OLMOE, other)
-                        robustness.append({"solved_on": domain, "evaluated_on": other, "G": gpus, "R": redundant,
-                                           "solution": evaluate(result.placement, other_stats),
-                                           "eplb_of_solved_domain": evaluate(result.eplb, other_stats)})
-    return rows, robustness
-
-
 def dsv3_stats() -> tuple[RoutingStats, dict]:
     """58 x 256 top-8 synthetic routing (8192 tokens) fitted to OLMoE, and the fit."""
     model, achieved = fit_to_reference(256, 8)
@@ -80,29 +66,26 @@ def dsv3_stats() -> tuple[RoutingStats, dict]:
     return synthetic_stats(model, num_tokens=8192), fit
 
 
-def dsv3(stats: RoutingStats, time_limit: float) -> list[dict]:
-    rows = []
-    for gpus, nodes, redundant in DSV3_LAYOUTS:
-        objectives = ("colocation", "fanout", "both") if gpus == 64 else ("colocation",)
-        for objective in objectives:
-            row, _ = _row(f"dsv3 G={gpus} N={nodes} R={redundant} {objective}", stats, gpus, redundant, nodes,
-                          num_groups=8, time_limit=time_limit, objective=objective)
-            rows.append(row)
-    return rows
+def olmoe_case(domain: str, gpus: int, redundant: int, label: str, **options) -> tuple[dict, list[dict]]:
+    """One OLMoE case; for G=8 R=8 with the seed also the placement evaluated on the other domains."""
+    stats = load_stats(OLMOE, domain)
+    row, result = _row(f"olmoe {domain} G={gpus} R={redundant}{label}", stats, gpus, redundant, **options)
+    robustness = []
+    if (gpus, redundant) == (8, 8) and not label:
+        for other in DOMAINS:
+            if other != domain:
+                other_stats = load_stats(OLMOE, other)
+                robustness.append({"solved_on": domain, "evaluated_on": other, "G": gpus, "R": redundant,
+                                   "solution": evaluate(result.placement, other_stats),
+                                   "eplb_of_solved_domain": evaluate(result.eplb, other_stats)})
+    return row, robustness
 
 
-def ablation(dsv3: RoutingStats | None, olmoe_det: float, dsv3_det: float) -> list[dict]:
-    """With and without the graph seed, deterministic budgets (reproducible on any machine)."""
-    cases = [(f"olmoe {d} G=8 R=8", load_stats(OLMOE, d), 8, 8, 1, None, olmoe_det) for d in DOMAINS]
-    if dsv3 is not None:
-        cases.append(("dsv3 G=64 N=8 R=64", dsv3, 64, 64, 8, 8, dsv3_det))
-    rows = []
-    for name, stats, gpus, redundant, nodes, groups, det in cases:
-        for seeded in (False, True):
-            row, _ = _row(f"{name} det={det:g} {'graph seed' if seeded else 'no seed'}", stats, gpus, redundant,
-                          nodes, groups, deterministic_time=det, graph_seed=seeded)
-            rows.append(row)
-    return rows
+def dsv3_case(stats: RoutingStats, gpus: int, nodes: int, redundant: int, label: str,
+              **options) -> tuple[dict, list[dict]]:
+    row, _ = _row(f"dsv3 G={gpus} N={nodes} R={redundant}{label}", stats, gpus, redundant, nodes,
+                  num_groups=8, **options)
+    return row, []
 
 
 def _fmt(v) -> str:
@@ -125,31 +108,54 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--olmoe-time", type=float, default=55.0)
+    parser.add_argument("--olmoe-budget", type=float, default=20.0,
+                        help="per OLMoE case: CP-SAT deterministic time (or seconds with --wall-clock)")
     parser.add_argument("--olmoe-tolerance", type=float, default=0.004,
                         help="per-layer balancedness loss allowed versus EPLB on OLMoE (target: 0.005)")
-    parser.add_argument("--dsv3-time", type=float, default=110.0)
-    parser.add_argument("--ablation-olmoe-det", type=float, default=20.0, help="deterministic budget, OLMoE")
-    parser.add_argument("--ablation-dsv3-det", type=float, default=100.0, help="deterministic budget, DSV3")
+    parser.add_argument("--dsv3-budget", type=float, default=30.0,
+                        help="per DeepSeek-V3-scale case: deterministic time (or seconds with --wall-clock)")
+    parser.add_argument("--wall-clock", action="store_true",
+                        help="budgets are wall-clock seconds with 2 CP-SAT workers (results then depend on load)")
     parser.add_argument("--skip-olmoe", action="store_true")
     parser.add_argument("--skip-dsv3", action="store_true")
     parser.add_argument("--skip-ablation", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
     parser.add_argument("--out", default="results/placement_bench.json")
     args = parser.parse_args()
-    result: dict = {"olmoe_time_limit": args.olmoe_time, "olmoe_tolerance": args.olmoe_tolerance,
-                    "dsv3_time_limit": args.dsv3_time, "cpus": os.cpu_count(), "load_at_start": _load()}
-    rows: list[dict] = []
+
+    def budget(amount: float) -> dict:
+        return {"time_limit": amount} if args.wall_clock else {"deterministic_time": amount}
+
+    result: dict = {"olmoe_budget": args.olmoe_budget, "olmoe_tolerance": args.olmoe_tolerance,
+                    "dsv3_budget": args.dsv3_budget, "wall_clock": args.wall_clock, "jobs": args.jobs,
+                    "cpus": os.cpu_count(), "load_at_start": _load()}
+    tasks: dict[str, list[tuple]] = {"olmoe": [], "dsv3": [], "ablation": []}
     if not args.skip_olmoe:
-        result["olmoe"], result["robustness"] = olmoe(args.olmoe_time, args.olmoe_tolerance)
-        rows += result["olmoe"]
-    stats = None
+        for domain in DOMAINS:
+            for gpus, redundant in ((8, 0), (8, 8), (16, 16)):
+                options = {**budget(args.olmoe_budget), "balance_tolerance": args.olmoe_tolerance}
+                tasks["olmoe"].append((olmoe_case, (domain, gpus, redundant, ""), options))
+                if (gpus, redundant) == (8, 8) and not args.skip_ablation:
+                    tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, " no graph seed"),
+                                              {**options, "graph_seed": False}))
     if not args.skip_dsv3:
         stats, result["dsv3_fit"] = dsv3_stats()
-        result["dsv3"] = dsv3(stats, args.dsv3_time)
-        rows += result["dsv3"]
-    if not args.skip_ablation:
-        result["ablation"] = ablation(stats, args.ablation_olmoe_det, args.ablation_dsv3_det)
-        rows += result["ablation"]
+        for gpus, nodes, redundant in DSV3_LAYOUTS:
+            for objective in ("colocation", "fanout", "both") if gpus == 64 else ("colocation",):
+                options = {**budget(args.dsv3_budget), "objective": objective}
+                tasks["dsv3"].append((dsv3_case, (stats, gpus, nodes, redundant, f" {objective}"), options))
+                if gpus == 64 and objective == "colocation" and not args.skip_ablation:
+                    tasks["ablation"].append((dsv3_case, (stats, gpus, nodes, redundant, " colocation no graph seed"),
+                                              {**options, "graph_seed": False}))
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {part: [pool.submit(fn, *a, **kw) for fn, a, kw in items] for part, items in tasks.items()}
+        done = {part: [f.result() for f in items] for part, items in futures.items()}
+    rows: list[dict] = []
+    for part in ("olmoe", "dsv3", "ablation"):
+        if done[part]:
+            result[part] = [row for row, _ in done[part]]
+            rows += result[part]
+    result["robustness"] = [r for _, extra in done["olmoe"] for r in extra]
     result["load_at_end"] = _load()
     print_table(rows)
     for r in result.get("robustness", []):
