@@ -61,3 +61,20 @@ def test_negative_counts_exit_2(tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "negative" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_fanout_objective_deterministic_runs_are_identical(tmp_path):
+    from expert_sched.stats import stats_from_topk_ids
+
+    rng = np.random.default_rng(4)
+    stats = stats_from_topk_ids(np.stack([np.stack([rng.permutation(8)[:2] for _ in range(50)]) for _ in range(3)]), 8)
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps({"logical_count": stats.load.tolist(), "transitions": stats.transitions.tolist(),
+                                "coactivation": stats.coactivation.tolist()}))
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        assert main(["place", "--stats", str(path), "--num-gpus", "4", "--num-redundant", "4", "--objective", "both",
+                     "--deterministic-time", "0.2", "--out", str(out), "--report", str(out) + ".report"]) == 0
+    assert outs[0].read_text() == outs[1].read_text()
+    report = json.loads((tmp_path / "a.json.report").read_text())
+    assert report["objective_kind"] == "both" and report["solution"]["pair_colocation"] is not None
