@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -96,12 +97,14 @@ def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> Se
     raise ValueError(f"server label: expected {PATCHED} or one of {', '.join(OPPONENTS)}, got {label!r}")
 
 
-def moesched_toml(max_wait_s: float, cap_by_max_tokens: bool) -> str:
-    """The plugin's config for the comparison: sjf-aging with the given bound, scored DP dispatch."""
+def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool) -> str:
+    """The plugin's config for the comparison: sjf-aging with the given bound and aging rate (step
+    model: the default H100 preset), scored DP dispatch."""
     return (
         "# written by experiments/comparisons/real_cpu.py (plugin config of the patched SGLang)\n"
         "[request]\npolicy = \"sjf-aging\"\n\n[request.options]\n"
         f"max_wait_s = {max_wait_s!r}\n"
+        f"aging_rate = {aging_rate!r}  # H100-preset job sizes; steps here are ~100x slower\n"
         f"cap_by_max_tokens = {'true' if cap_by_max_tokens else 'false'}  # max_tokens = true output length in this replay\n\n"
         "[dispatch]\npolicy = \"scored\"\n\n[dispatch.options]\n"
         f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: a CPU step takes seconds\n\n"
@@ -156,6 +159,8 @@ def run_pair(args: argparse.Namespace, opponent: str, limits: EngineLimits, trac
 
 def analyse_pair(facts: dict[str, Any], short_limit: int, max_wait_s: float) -> dict[str, Any]:
     """Per-round metrics of both servers, ratios (opponent / patched) and the bound check."""
+    if not Path(facts["bench_json"]).exists():
+        raise ValueError(f"{facts['bench_json']}: no bench run JSON (bench exit code {facts['bench_exit_code']})")
     runs = {run.label: run for run in load_runs(facts["bench_json"])}
     patched, other = runs[PATCHED], runs[facts["opponent"]]
     pm, om = round_metrics(patched, short_limit), round_metrics(other, short_limit)
@@ -198,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opponents", default="stock,vllm", help="comma-separated, from: stock, vllm")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pair (>= 3 for a spread)")
     w = parser.add_argument_group("workload (mixed_workload.MixedWorkload)")
-    w.add_argument("--requests", type=int, default=48)
-    w.add_argument("--rate", type=float, default=2.4, help="offered requests/s (Poisson)")
+    w.add_argument("--requests", type=int, default=32)
+    w.add_argument("--rate", type=float, default=1.6, help="offered requests/s (Poisson)")
     w.add_argument("--long-fraction", type=float, default=0.25)
     w.add_argument("--short", default="32,160,4,16", help="prompt_min,prompt_max,output_min,output_max")
     w.add_argument("--long", default="1024,1900,16,48", help="prompt_min,prompt_max,output_min,output_max")
@@ -210,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dp-size", type=int, default=2, help="SGLang data-parallel ranks (1 or 2)")
     e.add_argument("--sglang-kv-tokens", type=int, default=16384, help="SGLang KV pool per rank (tokens)")
     p = parser.add_argument_group("plugin")
-    p.add_argument("--max-wait-s", type=float, default=30.0, help="sjf-aging starvation bound (s)")
+    p.add_argument("--max-wait-s", type=float, default=60.0, help="sjf-aging starvation bound (s)")
+    p.add_argument("--aging-rate", type=float, default=3e-5,
+                   help="sjf-aging seconds of job size forgiven per second waited; job sizes come from the "
+                        "H100 step-model preset, ~100x below this CPU's step times, so the default 0.003 "
+                        "is scaled down 100x (see docs/real_cpu.md)")
     p.add_argument("--oracle-max-tokens", action="store_true",
                    help="let the predictor cap estimates by max_tokens (= the true output length here)")
     o = parser.add_argument_group("output")
@@ -240,14 +249,18 @@ def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWork
         raise ValueError("--dp-size: expected 1 or 2, and --max-running a positive multiple of it")
     if args.prefill_tokens < MAX_MODEL_LEN or args.sglang_kv_tokens < MAX_MODEL_LEN:
         raise ValueError(f"--prefill-tokens, --sglang-kv-tokens: expected >= {MAX_MODEL_LEN}")
-    if not args.max_wait_s > 0:
-        raise ValueError(f"--max-wait-s: expected > 0, got {args.max_wait_s}")
+    if not args.max_wait_s > 0 or not args.aging_rate >= 0:
+        raise ValueError(f"--max-wait-s, --aging-rate: expected > 0 and >= 0, got {args.max_wait_s}, {args.aging_rate}")
     workload = MixedWorkload(args.requests, args.rate, args.long_fraction, _request_class(args.short, "--short"),
                              _request_class(args.long, "--long"), args.seed)
     if workload.long.prompt_max + workload.long.output_max > MAX_MODEL_LEN:
         raise ValueError(f"--long: prompt_max + output_max must be <= {MAX_MODEL_LEN}")
     limits = EngineLimits(args.max_running, args.prefill_tokens, args.dp_size, args.sglang_kv_tokens)
     return opponents, limits, workload
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"real_cpu: stopped by signal {signum}; servers stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,13 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"real_cpu: error: {exc}", file=sys.stderr)
         return 2
+    if __name__ == "__main__":  # a killed run still stops its servers (the `finally` in run_pair)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     trace = out / "workload.csv"
     rows = workload.write_csv(trace)
     moesched_config = (out / "moesched.toml").resolve()
-    atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.oracle_max_tokens))
+    atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.aging_rate, args.oracle_max_tokens))
     load_config(moesched_config)  # refuse a bad plugin config before any server starts
     pairs: dict[str, dict[str, Any]] = {}
     for opponent in opponents:
@@ -275,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "workload": {**asdict(workload), "short_requests": sum(not r[3] for r in rows),
                      "long_requests": sum(r[3] for r in rows), "last_arrival_s": rows[-1][0],
                      "output_tokens": sum(r[2] for r in rows), "prompt_tokens": sum(r[1] for r in rows)},
-        "limits": asdict(limits), "max_model_len": MAX_MODEL_LEN, "max_wait_s": args.max_wait_s,
+        "limits": asdict(limits), "max_model_len": MAX_MODEL_LEN, "max_wait_s": args.max_wait_s, "aging_rate": args.aging_rate,
         "predictor_capped_by_max_tokens": args.oracle_max_tokens, "rounds": args.rounds,
         "pairs": pairs, "targets": targets(pairs),
     }

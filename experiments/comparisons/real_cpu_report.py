@@ -30,7 +30,7 @@ def _settings(summary: dict[str, Any]) -> list[str]:
         f"{lim['prefill_tokens']} prefill tokens per step (per SGLang rank), prompt + output <= "
         f"{summary['max_model_len']} tokens; SGLang DP size {lim['dp_size']}, KV pool "
         f"{lim['sglang_kv_tokens_per_rank']:,} tokens per rank.",
-        f"- Plugin: sjf-aging, max_wait_s = {summary['max_wait_s']} s, predictor "
+        f"- Plugin: sjf-aging, max_wait_s = {summary['max_wait_s']} s, aging_rate = {summary['aging_rate']:g}, predictor "
         + ("**capped by max_tokens (oracle: max_tokens = true output length)**"
            if summary["predictor_capped_by_max_tokens"] else
            "not capped by max_tokens (learns output lengths from finished requests only)")

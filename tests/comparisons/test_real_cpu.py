@@ -107,15 +107,15 @@ def test_servers_share_limits_and_only_the_patched_one_loads_the_plugin(tmp_path
 
 def test_plugin_config_is_valid_and_states_the_predictor_mode():
     for oracle in (False, True):
-        config = parse_config(real_cpu.moesched_toml(25.0, oracle), "generated")
+        config = parse_config(real_cpu.moesched_toml(25.0, 1e-4, oracle), "generated")
         assert config.request.policy == "sjf-aging"
-        assert dict(config.request.options) == {"max_wait_s": 25.0, "cap_by_max_tokens": oracle}
+        assert dict(config.request.options) == {"max_wait_s": 25.0, "aging_rate": 1e-4, "cap_by_max_tokens": oracle}
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--opponents", "sglang"], "--opponents"), (["--dp-size", "3"], "--dp-size"),
     (["--long", "1024,2000,16,100"], "--long"), (["--short", "1,2,3"], "--short"),
-    (["--max-wait-s", "0"], "--max-wait-s"),
+    (["--max-wait-s", "0"], "--max-wait-s"), (["--aging-rate", "-1"], "--aging-rate"),
 ])
 def test_bad_options_exit_2_before_any_server_starts(argv, message, tmp_path, capsys):
     assert real_cpu.main(argv + ["--out", str(tmp_path / "o")]) == 2
