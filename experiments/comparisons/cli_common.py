@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from tqdm import tqdm
 
+from experiments.comparisons.capacity import Replay, replay_at_load
+from experiments.comparisons.stack import Cluster, Stack
 from experiments.comparisons.traces import BundledTrace, bundled_trace
 from experiments.metrics.summary import Slo
+from experiments.workloads.types import TraceRequest
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, traces: str, requests: int, quick_requests: int,
@@ -58,6 +61,18 @@ def progress(total: int, disabled: bool, desc: str) -> Iterator[tqdm]:
         yield bar
     finally:
         bar.close()
+
+
+def replays(recorded: Iterable[tuple[str, list[TraceRequest]]], baseline: Stack, cluster: Cluster,
+            min_requests: int, load: float, bar: tqdm) -> Iterator[Replay]:
+    """Per ``(trace name, recorded requests)``: measure ``baseline``'s capacity (one ``bar`` step),
+    log it on stderr and yield the requests replayed at ``load`` x capacity
+    (:func:`~experiments.comparisons.capacity.replay_at_load`)."""
+    for name, requests in recorded:
+        replay = replay_at_load(name, requests, baseline, cluster, min_requests, load)
+        bar.update()
+        print(replay.offered.describe(name), file=sys.stderr)
+        yield replay
 
 
 def script_main(prog: str, doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],

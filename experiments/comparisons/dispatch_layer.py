@@ -36,8 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine_dispatch.config import load_config  # noqa: E402
-from experiments.comparisons.capacity import replay_at_load  # noqa: E402
-from experiments.comparisons.cli_common import progress, script_main  # noqa: E402
+from experiments.comparisons.cli_common import progress, replays, script_main  # noqa: E402
 from experiments.comparisons.report import (  # noqa: E402
     cell, comparison_table, publish, ratio_bars, ratio_target, save_png, targets_table, trace_runs,
 )
@@ -233,14 +232,11 @@ def run(args: argparse.Namespace) -> int:
     main_runs: dict[str, dict[str, RunResult]] = {}
     sweep: dict[str, dict[str, RunResult]] = {f"{OURS} (config file)": {}}
     with progress(len(names) * (len(todo) + len(variants) + 1), args.no_progress, "dispatch layer") as bar:
-        for name in names:
-            recorded = trace_requests(name, n_requests, sessions)
-            replay = replay_at_load(name, recorded, Stack(BASELINE), cluster, n_capacity, args.load)
-            bar.update()
-            offered, requests = replay.offered, replay.requests
+        recorded = ((name, trace_requests(name, n_requests, sessions)) for name in names)
+        for replay in replays(recorded, Stack(BASELINE), cluster, n_capacity, args.load, bar):
+            name, offered, requests = replay.trace, replay.offered, replay.requests
             workload = replay.workload() | {"sessions": sessions.__dict__ if name == "azure-conv-sessions" else None}
             capacities[name] = offered.to_dict()
-            print(offered.describe(name), file=sys.stderr)
             runs: dict[str, RunResult] = {}
             for policy in todo:
                 runs[policy.label] = run_policy(policy, stacks[policy.label], cluster, requests, slo, workload,

@@ -45,8 +45,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.comparisons.capacity import replay_at_load
-from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, script_main
+from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, replays, script_main
 from experiments.comparisons.placements import (
     DecodeOnlyPlacementTraffic, PlacementSet, anchored_model, build_placements, factor_key,
 )
@@ -176,26 +175,24 @@ def run(args: argparse.Namespace) -> int:
     per_trace: dict[str, list[RunResult]] = {}
     capacities, targets, sections, ablations = {}, [], [], {}
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "full stack") as bar:
-        for trace in traces:
-            replay = replay_at_load(trace.name, trace.load(n_requests), todo[0], cluster, n_capacity, args.load)
-            bar.update()
-            offered, requests, workload = replay.offered, replay.requests, replay.workload()
-            capacities[trace.name] = offered.to_dict()
-            print(offered.describe(trace.name), file=sys.stderr)
+        recorded = ((trace.name, trace.load(n_requests)) for trace in traces)
+        for replay in replays(recorded, todo[0], cluster, n_capacity, args.load, bar):
+            name, offered, requests, workload = replay.trace, replay.offered, replay.requests, replay.workload()
+            capacities[name] = offered.to_dict()
             runs: dict[str, RunResult] = {}
             for stack in todo:
                 on = decode_only_cluster if stack.label in decode_only_labels else cluster
                 runs[stack.label] = run_stack(stack, on, requests, slo, workload)
                 bar.update()
-            if trace.name in TARGET_TRACES:
-                targets += trace_targets(trace.name, runs)
-            per_trace[trace.name] = list(runs.values())
-            ablations[trace.name] = placement_ablation(runs)
-            sections.append(offered.heading(trace.name, len(requests)) + "\n\n"
+            if name in TARGET_TRACES:
+                targets += trace_targets(name, runs)
+            per_trace[name] = list(runs.values())
+            ablations[name] = placement_ablation(runs)
+            sections.append(offered.heading(name, len(requests)) + "\n\n"
                             + comparison_table(list(runs.values()), runs[BASELINE])
                             + "\n\nPlacement ablation (EPLB vs solver, same stack otherwise):\n\n"
-                            + ablation_table(ablations[trace.name]))
-            all_runs += trace_runs(trace.name, runs.values())
+                            + ablation_table(ablations[name]))
+            all_runs += trace_runs(name, runs.values())
     ratio_bars(per_trace, BASELINE, out / "ratios.png")
     markdown = "\n\n".join([
         f"# Full stack, simulated ({args.engines} engines x {GPU_MODEL}, load {args.load:g})",

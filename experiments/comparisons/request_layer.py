@@ -18,8 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.comparisons.capacity import replay_at_load
-from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, script_main
+from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, replays, script_main
 from experiments.comparisons.report import (
     Target, comparison_table, metric, publish, ratio_bars, ratio_target, sweep_plot, targets_table, trace_runs,
 )
@@ -85,26 +84,24 @@ def run(args: argparse.Namespace) -> int:
     per_trace: dict[str, list[RunResult]] = {}
     capacities, targets, sweeps, sections = {}, [], {}, []
     with progress(len(traces) * (len(todo) + 1), args.no_progress, "request layer") as bar:
-        for trace in traces:
-            replay = replay_at_load(trace.name, trace.load(n_requests), todo[0], cluster, n_capacity, args.load)
-            bar.update()
-            offered, requests, workload = replay.offered, replay.requests, replay.workload()
-            capacities[trace.name] = offered.to_dict()
-            print(offered.describe(trace.name), file=sys.stderr)
+        recorded = ((trace.name, trace.load(n_requests)) for trace in traces)
+        for replay in replays(recorded, todo[0], cluster, n_capacity, args.load, bar):
+            name, offered, requests, workload = replay.trace, replay.offered, replay.requests, replay.workload()
+            capacities[name] = offered.to_dict()
             runs: dict[str, RunResult] = {}
             for stack in todo:
                 runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
                 bar.update()
-            targets += trace_targets(trace.name, runs)
-            sweeps[trace.name] = sweep_points(runs, aging_rates)
+            targets += trace_targets(name, runs)
+            sweeps[name] = sweep_points(runs, aging_rates)
             main = [runs[s.label] for s in todo if not s.label.startswith("aging=")]
-            per_trace[trace.name] = main
-            sections.append(offered.heading(trace.name, len(requests)) + "\n\n"
+            per_trace[name] = main
+            sections.append(offered.heading(name, len(requests)) + "\n\n"
                             + comparison_table(list(runs.values()), runs["fcfs"]))
-            all_runs += trace_runs(trace.name, runs.values())
-            sweep_plot(sweeps[trace.name], "aging_rate", (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"),
+            all_runs += trace_runs(name, runs.values())
+            sweep_plot(sweeps[name], "aging_rate", (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"),
                                                           ("max TTFT", "ttft_max_ms")),
-                       f"sjf-aging aging-rate sweep, {trace.name}", out / f"aging_sweep_{trace.name}.png")
+                       f"sjf-aging aging-rate sweep, {name}", out / f"aging_sweep_{name}.png")
     ratio_bars(per_trace, "fcfs", out / "ratios.png")
     markdown = "\n\n".join([
         f"# Request layer, simulated ({GPU_MODEL}, {args.engines} engine(s), load {args.load:g})",
