@@ -109,6 +109,9 @@ def test_replay_keeps_arrival_times_rotates_order_and_reseeds_rounds():
     assert [e.label for e in round_order(eps, 1)] == ["B", "A"]
     for res in results:
         assert all(r.ok for r in res.records)
+        # never sent early; late only by scheduling delay (loose bound: CI machines are shared)
         for rec in res.records:
-            assert rec.start_s == pytest.approx(rec.arrival_s, abs=0.05)
+            assert rec.arrival_s - 1e-3 <= rec.start_s <= rec.arrival_s + 1.0
+        starts = [rec.start_s for rec in sorted(res.records, key=lambda r: r.arrival_s)]
+        assert starts == sorted(starts)
         assert res.duration_s >= 0.4
