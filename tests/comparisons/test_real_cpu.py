@@ -101,6 +101,9 @@ def test_servers_share_limits_and_only_the_patched_one_loads_the_plugin(tmp_path
     assert not stock.sglang_plugins and "MOESCHED_ENABLE" not in stock.extra_env
     assert patched.sglang_plugins and patched.extra_env["MOESCHED_ENABLE"] == "1"
     assert patched.extra_env["MOESCHED_CONFIG"] == str(cfg) and "total_tokens" in patched.extra_args
+    request_only = real_cpu.server_config(
+        "patched", real_cpu.EngineLimits(8, 2048, 2, 16384, moesched_dispatch=False), cfg)
+    assert "--load-balance-method" not in request_only.extra_args and request_only.sglang_plugins
     single = real_cpu.server_config("patched", _limits(dp=1), cfg)
     assert "--load-balance-method" not in single.extra_args and "SGLANG_CPU_OMP_THREADS_BIND" not in single.extra_env
 
@@ -110,6 +113,8 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
         config = parse_config(real_cpu.moesched_toml(25.0, 1e-4, oracle), "generated")
         assert config.request.policy == "sjf-aging"
         assert dict(config.request.options) == {"max_wait_s": 25.0, "aging_rate": 1e-4, "cap_by_max_tokens": oracle}
+        assert config.dispatch.enabled
+    assert not parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, dispatch=False), "generated").dispatch.enabled
 
 
 @pytest.mark.parametrize("argv, message", [
