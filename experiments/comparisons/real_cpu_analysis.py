@@ -150,6 +150,21 @@ def wait_bound_checks(run: RunResult, metrics: Sequence[RoundMetrics], max_wait_
     return checks
 
 
+def request_table(runs: Sequence[RunResult]) -> str:
+    """CSV of every request of ``runs``: label, round, id, arrival, lengths, TTFT/E2E and longest gap (ms)."""
+    lines = ["label,round,request_id,arrival_s,input_tokens,output_tokens,ok,ttft_ms,e2e_ms,max_itl_ms"]
+    for run in runs:
+        for r in sorted(run.requests, key=lambda r: (r.repeat, r.arrival_s)):
+            cells = [run.label, r.repeat, r.request_id, f"{r.arrival_s:.3f}", r.input_tokens, r.output_tokens,
+                     int(r.ok), _ms(r.ttft_ms), _ms(r.e2e_ms), _ms(max(r.itl_ms, default=None))]
+            lines.append(",".join(str(c) for c in cells))
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
 def plugin_log_lines(log_path: str | Path) -> list[str]:
     """The plugin's lines of a server log (start-up banners, orderings, dispatches, summaries)."""
     with open(log_path, encoding="utf-8", errors="replace") as fh:

@@ -10,8 +10,8 @@ import pytest
 
 from experiments.comparisons import real_cpu
 from experiments.comparisons.mixed_workload import MixedWorkload, RequestClass
-from experiments.comparisons.real_cpu_analysis import (plugin_log_lines, reordered_summary, round_metrics,
-                                                       ttft_ratio, wait_bound_checks)
+from experiments.comparisons.real_cpu_analysis import (plugin_log_lines, reordered_summary, request_table,
+                                                       round_metrics, ttft_ratio, wait_bound_checks)
 from experiments.metrics.records import RequestRecord
 from experiments.metrics.runs import RunResult
 from experiments.workloads.load import WorkloadSpec, load_workload
@@ -66,6 +66,20 @@ def test_round_metrics_ratios_and_the_wait_bound():
     checks = wait_bound_checks(patched, pm, max_wait_s=7.0)
     assert checks[0].bound_s == pytest.approx(9.0) and checks[0].met          # 9 s <= 7 s + 2 s step
     assert checks[1].over_bound == 1 and not checks[1].met                   # 8 s > 7 s + 0 s
+    table = request_table([patched, stock]).splitlines()
+    assert len(table) == 1 + 8 and table[1].startswith("patched,0,") and table[1].endswith(",50.0")
+
+
+def test_targets_need_every_round():
+    def pair(short, overall):
+        ratio = lambda v: {"pooled": sum(v) / len(v), "min": min(v), "max": max(v)}  # noqa: E731
+        return {"analysis": {"ratios": {"ttft_short_mean": ratio(short), "ttft_mean": ratio(overall)},
+                             "wait_bound": [{"over_bound": 0, "met": True}]}}
+    found = real_cpu.targets({"stock": pair([3.5, 3.1, 9.0], [1.2, 1.1, 1.5]),
+                              "vllm": pair([1, 1, 1], [0.05, 0.06, 4.8])})
+    # issue 4 short ratio, issue 4 bound, issue 7 vs stock, issue 7 vs vllm (pooled 1.6, two rounds lost)
+    assert [(t["issue"], t["met"]) for t in found] == [(4, True), (4, True), (7, True), (7, False)]
+    assert found[3]["pooled"] == pytest.approx(1.6366, abs=1e-3)
 
 
 def test_plugin_log_lines_and_reordering_summary(tmp_path):
@@ -127,6 +141,11 @@ def test_bad_options_exit_2_before_any_server_starts(argv, message, tmp_path, ca
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_reanalyse_without_a_run_exits_2(tmp_path, capsys):
+    assert real_cpu.main(["--reanalyse", "--out", str(tmp_path)]) == 2
+    assert "summary.json: not found" in capsys.readouterr().err
 
 
 def _our_engine_pids(log_dir) -> list[str]:
