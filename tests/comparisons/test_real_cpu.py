@@ -148,9 +148,9 @@ def test_reanalyse_without_a_run_exits_2(tmp_path, capsys):
     assert "summary.json: not found" in capsys.readouterr().err
 
 
-def _our_engine_pids(log_dir) -> list[str]:
+def _processes_on_ports(ports: list[str]) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if str(log_dir) in line]
+    return [line for line in out.splitlines() for port in ports if f"--port {port} " in line + " "]
 
 
 @pytest.mark.integration
@@ -169,4 +169,5 @@ def test_small_real_run_against_stock_sglang(tmp_path):
     assert "moesched plugin on" not in (logs / f"{pair['servers']['stock']['log'].rsplit('/', 1)[-1]}").read_text()
     assert {t["issue"] for t in summary["targets"]} == {4, 7}
     assert "## Targets" in (out / "report.md").read_text()
-    assert _our_engine_pids(logs) == []  # both servers stopped
+    ports = [s["command"][s["command"].index("--port") + 1] for s in pair["servers"].values()]
+    assert len(ports) == 2 and _processes_on_ports(ports) == []  # both servers stopped
