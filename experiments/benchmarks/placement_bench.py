@@ -8,7 +8,8 @@
    (hierarchical EPLB, as SGLang's ``auto`` picks it); the co-location objective on both, the
    fan-out and combined objectives on (64, 8, 64).
 3. Ablation of the graph-partitioning seed: OLMoE G=8 R=8 (every domain) and DeepSeek-V3 scale
-   G=64 (co-location) again without it, same budget.
+   G=64 (co-location) again without it, same budget; and OLMoE G=8 R=8 with a short budget
+   (``--short-budget``), with and without it.
 
 Budgets are CP-SAT deterministic time by default (one worker, fixed seed): the placements are then
 the same on any machine at any load, and the CPU seconds of each case show what it costs. With
@@ -17,7 +18,7 @@ does), and results depend on the load. Every case is one task; ``--jobs J`` runs
 The host's 1-minute load average is recorded before each case.
 
 Usage: python experiments/benchmarks/placement_bench.py [--olmoe-budget 20] [--dsv3-budget 30]
-       [--wall-clock] [--skip-olmoe] [--skip-dsv3] [--skip-ablation] [--jobs 1]
+       [--short-budget 1] [--wall-clock] [--skip-olmoe] [--skip-dsv3] [--skip-ablation] [--jobs 1]
        [--out results/placement_bench.json]
 """
 
@@ -114,6 +115,8 @@ def main() -> int:
                         help="per-layer balancedness loss allowed versus EPLB on OLMoE (target: 0.005)")
     parser.add_argument("--dsv3-budget", type=float, default=30.0,
                         help="per DeepSeek-V3-scale case: deterministic time (or seconds with --wall-clock)")
+    parser.add_argument("--short-budget", type=float, default=1.0,
+                        help="the short budget of the seed ablation on OLMoE G=8 R=8")
     parser.add_argument("--wall-clock", action="store_true",
                         help="budgets are wall-clock seconds with 2 CP-SAT workers (results then depend on load)")
     parser.add_argument("--skip-olmoe", action="store_true")
@@ -127,7 +130,7 @@ def main() -> int:
         return {"time_limit": amount} if args.wall_clock else {"deterministic_time": amount}
 
     result: dict = {"olmoe_budget": args.olmoe_budget, "olmoe_tolerance": args.olmoe_tolerance,
-                    "dsv3_budget": args.dsv3_budget, "wall_clock": args.wall_clock, "jobs": args.jobs,
+                    "dsv3_budget": args.dsv3_budget, "short_budget": args.short_budget, "wall_clock": args.wall_clock, "jobs": args.jobs,
                     "cpus": os.cpu_count(), "load_at_start": _load()}
     tasks: dict[str, list[tuple]] = {"olmoe": [], "dsv3": [], "ablation": []}
     if not args.skip_olmoe:
@@ -138,6 +141,10 @@ def main() -> int:
                 if (gpus, redundant) == (8, 8) and not args.skip_ablation:
                     tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, " no graph seed"),
                                               {**options, "graph_seed": False}))
+                    for seeded in (True, False):  # a short budget, as online rebalancing may have
+                        label = f" short {'graph seed' if seeded else 'no graph seed'}"
+                        tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, label),
+                                                  {**options, **budget(args.short_budget), "graph_seed": seeded}))
     if not args.skip_dsv3:
         stats, result["dsv3_fit"] = dsv3_stats()
         for gpus, nodes, redundant in DSV3_LAYOUTS:
