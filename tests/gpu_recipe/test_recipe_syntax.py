@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import SUBCOMMANDS
-from experiments.gpu_recipe.recipe import (GPUS, MOESCHED_CONFIG, PLACEMENT, REDUNDANT_EXPERTS, all_steps,
+from experiments.gpu_recipe.recipe import (GPUS, MOESCHED_CONFIG, PLACEMENT, REDUNDANT_EXPERTS, ROUNDS, all_steps,
                                            recipe, server_order, shell_line, shell_script)
 from sglang_patches.config import load_config
 from sglang_patches.serve import build_launch
@@ -138,4 +138,4 @@ def test_vllm_lines_parse_with_vllm_cli():
     pytest.importorskip("vllm")
     from tests.gpu_recipe.vllm_check import parse_vllm_lines
 
-    assert len(parse_vllm_lines()) == 1
+    assert len(parse_vllm_lines()) == ROUNDS  # one vllm serve line per round
