@@ -94,13 +94,13 @@ def _fmt(v) -> str:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'case':<40}{'bal eplb':>9}{'bal ours':>9}{'colo eplb':>10}{'colo ours':>10}{'x':>6}"
+    print(f"{'case':<46}{'bal eplb':>9}{'bal ours':>9}{'colo eplb':>10}{'colo ours':>10}{'x':>6}"
           f"{'pair eplb':>10}{'pair ours':>10}{'fan eplb':>9}{'fan ours':>9}{'s':>7}{'cpu s':>7}{'gap':>7}"
           f"  start")
     for r in rows:
         e, o = r["eplb"], r["solution"]
         ratio = o["colocation"] / e["colocation"] if e["colocation"] else float("nan")
-        print(f"{r['case']:<40}{e['balancedness_sglang']:>9.4f}{o['balancedness_sglang']:>9.4f}"
+        print(f"{r['case']:<46}{e['balancedness_sglang']:>9.4f}{o['balancedness_sglang']:>9.4f}"
               f"{e['colocation']:>10.4f}{o['colocation']:>10.4f}{ratio:>6.2f}"
               f"{_fmt(e['pair_colocation']):>10}{_fmt(o['pair_colocation']):>10}"
               f"{_fmt(e['normal_cross_gpu_per_token']):>9}{_fmt(o['normal_cross_gpu_per_token']):>9}"
@@ -130,21 +130,22 @@ def main() -> int:
         return {"time_limit": amount} if args.wall_clock else {"deterministic_time": amount}
 
     result: dict = {"olmoe_budget": args.olmoe_budget, "olmoe_tolerance": args.olmoe_tolerance,
-                    "dsv3_budget": args.dsv3_budget, "short_budget": args.short_budget, "wall_clock": args.wall_clock, "jobs": args.jobs,
+                    "dsv3_budget": args.dsv3_budget, "short_budget": args.short_budget,
+                    "wall_clock": args.wall_clock, "jobs": args.jobs,
                     "cpus": os.cpu_count(), "load_at_start": _load()}
     tasks: dict[str, list[tuple]] = {"olmoe": [], "dsv3": [], "ablation": []}
-    if not args.skip_olmoe:
-        for domain in DOMAINS:
-            for gpus, redundant in ((8, 0), (8, 8), (16, 16)):
-                options = {**budget(args.olmoe_budget), "balance_tolerance": args.olmoe_tolerance}
+    for domain in DOMAINS:
+        for gpus, redundant in ((8, 0), (8, 8), (16, 16)):
+            options = {**budget(args.olmoe_budget), "balance_tolerance": args.olmoe_tolerance}
+            if not args.skip_olmoe:
                 tasks["olmoe"].append((olmoe_case, (domain, gpus, redundant, ""), options))
-                if (gpus, redundant) == (8, 8) and not args.skip_ablation:
-                    tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, " no graph seed"),
-                                              {**options, "graph_seed": False}))
-                    for seeded in (True, False):  # a short budget, as online rebalancing may have
-                        label = f" short {'graph seed' if seeded else 'no graph seed'}"
-                        tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, label),
-                                                  {**options, **budget(args.short_budget), "graph_seed": seeded}))
+            if (gpus, redundant) == (8, 8) and not args.skip_ablation:
+                tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, " no graph seed"),
+                                          {**options, "graph_seed": False}))
+                for seeded in (True, False):  # a short budget, as online rebalancing may have
+                    label = f" short {'graph seed' if seeded else 'no graph seed'}"
+                    tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, label),
+                                              {**options, **budget(args.short_budget), "graph_seed": seeded}))
     if not args.skip_dsv3:
         stats, result["dsv3_fit"] = dsv3_stats()
         for gpus, nodes, redundant in DSV3_LAYOUTS:
