@@ -40,8 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="colocation: consecutive-layer transitions kept on one GPU; fanout: same-layer "
                              "co-activated pairs sharing a GPU (DeepEP normal-mode fan-out; needs "
                              "coactivation); both: the sum of the two shares")
-    parser.add_argument("--no-graph-seed", action="store_true",
-                        help="skip the networkx graph-partitioning start (EPLB start only)")
     parser.add_argument("--balance-tolerance", type=float, default=0.0,
                         help="allowed balancedness loss per layer versus EPLB (default 0: no worse)")
     parser.add_argument("--current", help="current placement.json (migration-bounded mode)")
@@ -76,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = SolverOptions(time_limit=args.time_limit, balance_tolerance=args.balance_tolerance,
                             current=current, max_moves=args.max_moves, seed=args.seed,
                             progress=not args.no_progress and sys.stderr.isatty(), objective=args.objective,
-                            graph_seed=not args.no_graph_seed, deterministic_time=args.deterministic_time)
+                            deterministic_time=args.deterministic_time)
     result = solve_placement(stats, args.num_gpus, args.num_redundant, args.num_nodes, args.num_groups, options)
     solution = evaluate(result.placement, stats, args.expert_bytes)
     baseline = evaluate(result.eplb, stats, args.expert_bytes)

@@ -31,18 +31,17 @@ The fan-out terms stay quadratic inside the layer: a Boolean ``z[a, b, g] <= y[a
 weight ``2 C[l, a, b] / (c[a] c[b])`` (incumbent counts) for each expert's ``fanout_partners`` most
 co-activated partners and their common candidate GPUs.
 
-Starting points: EPLB (or the current placement in migration mode), followed by a forward pass
-that places layers 1..L-1 in order given their predecessor; and the graph-partitioning seed
-(``expert_sched.graph_seed``), repaired into a feasible placement by per-layer models that maximise
-the affinity of the chosen (expert, GPU) pairs to the partition. The start that scores better is
-kept (or the EPLB / current placement itself, if neither beats it, so the result never scores
-below its warm start); passes over all layers then repeat until the budget is spent or a pass improves nothing. Each
-model is warm-started from the incumbent with ``AddHint``; a re-solved layer replaces the
+Start: EPLB (or the current placement in migration mode), then a forward pass that places layers
+1..L-1 in order given their predecessor; the forward pass is kept only if it scores better than
+its start (so the result never scores below EPLB's / the current placement's); passes over all
+layers then repeat until the budget is spent or a pass improves nothing. Each model is warm-started from the incumbent with ``AddHint``; a re-solved layer replaces the
 incumbent only if the whole placement's objective improves. An expert may only move to its
 ``gpu_candidates`` GPUs with the largest linear gain (plus those it is on), which keeps each model
 small at DeepSeek-V3 scale. A joint model of several layers (quadratic terms linearised with one
 Boolean per pair and GPU) was measured worse within the same time on OLMoE (co-location 1.33x EPLB
-versus 1.92x in 20 s at G=8, R=8): CP-SAT found few improving solutions of it.
+versus 1.92x in 20 s at G=8, R=8): CP-SAT found few improving solutions of it. A networkx
+graph-partitioning seed (recursive Kernighan-Lin on the (layer, expert) co-usage graph, repaired
+layer by layer) was measured as a further start and removed: no reliable gain (docs/expert_sched.md).
 
 Budget: ``time_limit`` wall-clock seconds, or, with ``deterministic_time``, CP-SAT's deterministic
 time summed over the layer solves (one worker, fixed ``seed``): the same input then gives the same
@@ -63,7 +62,6 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from .eplb import eplb_placement
-from .graph_seed import seed_partition
 from .metrics import colocation_of_hosts, gpu_loads, kept_transitions, pair_colocation_of_hosts
 from .placement import Placement, check_layout
 from .stats import RoutingStats
@@ -88,7 +86,6 @@ class SolverOptions:
     progress: bool = False
     objective: str = "colocation"
     fanout_partners: int = 4
-    graph_seed: bool = True
     deterministic_time: float | None = None
 
 
@@ -113,7 +110,7 @@ class SolveResult:
     bound: float  # CP-SAT's bounds on those, summed
     solve_seconds: float
     layer_solves: list[LayerSolve] = field(default_factory=list)
-    start: str = "forward"  # the best start: "eplb"/"current" (as given), "forward" (pass from it), "graph"
+    start: str = "forward"  # the better start: "eplb"/"current" (as given) or "forward" (pass from it)
 
     @property
     def gap(self) -> float:
@@ -494,28 +491,6 @@ class _Search:
         self.hosts = candidate
         return True
 
-    def graph_start(self, amount_per_layer: float) -> np.ndarray:
-        """The graph-partitioning seed made feasible layer by layer: [L, E, G] replicas.
-
-        The partition's one-hot placement (part g = GPU g) ignores slots and balance; layer l is
-        re-solved with its own objective, arrivals from the already repaired layer l-1 and
-        departures to the partition's layer l+1 (a look-ahead the plain forward pass lacks). A
-        layer whose model finds no solution keeps the incumbent's.
-        """
-        stats, w = self.stats, self.weights
-        num_gpus = self.hosts.shape[2]
-        parts = seed_partition(stats, num_gpus, w.colocation, w.fanout, seed=self.opts.seed)
-        ideal = np.zeros_like(self.hosts)
-        ideal[np.arange(stats.num_layers)[:, None], np.arange(stats.num_experts)[None, :], parts] = 1
-        seeded = self.hosts.copy()
-        for layer in range(stats.num_layers):
-            view = np.concatenate([seeded[:layer + 1], ideal[layer + 1:]])
-            solved = self.solve(layer, self.gains(view, layer, forward=False), amount_per_layer,
-                                f"seed layer {layer}")
-            if solved is not None:
-                seeded[layer] = solved[0]
-        return seeded
-
 
 def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_nodes: int = 1,
                     num_groups: int | None = None, options: SolverOptions | None = None) -> SolveResult:
@@ -550,19 +525,15 @@ def solve_placement(stats: RoutingStats, num_gpus: int, num_redundant: int, num_
                for l in range(stats.num_layers)]
     search = _Search(stats, hosts, caps, slots, allowed, weights, opts, current_hosts, budget)
     num_layers = stats.num_layers
-    use_seed = opts.graph_seed and current_hosts is None and num_gpus > 1
     if opts.progress:
         from tqdm import tqdm
 
         search.bar = tqdm(desc="placing", unit="layer", leave=False)
     try:
         starts = {"eplb" if current_hosts is None else "current": search.hosts}
-        if use_seed:  # a sixth of the budget repairs the seed
-            starts["graph"] = search.graph_start(limit / (6 * num_layers))
-        # forward pass from the incumbent: layers 1..L-1 after their predecessor, until a third is spent
-        share = 1 / 2 if use_seed else 2 / 3
+        # forward pass from the incumbent: layers 1..L-1 after their predecessor, in a third of the budget
         for layer in range(1, num_layers):
-            search.improve_layer(layer, (budget.remaining() - share * limit) / (num_layers - layer), forward=True)
+            search.improve_layer(layer, (budget.remaining() - 2 * limit / 3) / (num_layers - layer), forward=True)
         starts["forward"] = search.hosts
         start_name = max(starts, key=lambda name: search.score(starts[name]))  # first of equals
         if start_name != "forward":

@@ -7,9 +7,6 @@
    (``expert_sched.synthetic``), on (G, N, R) = (64, 8, 64) and (32, 4, 32) with 8 expert groups
    (hierarchical EPLB, as SGLang's ``auto`` picks it); the co-location objective on both, the
    fan-out and combined objectives on (64, 8, 64).
-3. Ablation of the graph-partitioning seed: OLMoE G=8 R=8 (every domain) and DeepSeek-V3 scale
-   G=64 (co-location) again without it, same budget; and OLMoE G=8 R=8 with a short budget
-   (``--short-budget``), with and without it.
 
 Budgets are CP-SAT deterministic time by default (one worker, fixed seed): the placements are then
 the same on any machine at any load, and the CPU seconds of each case show what it costs. With
@@ -18,7 +15,7 @@ does), and results depend on the load. Every case is one task; ``--jobs J`` runs
 The host's 1-minute load average is recorded before each case.
 
 Usage: python experiments/benchmarks/placement_bench.py [--olmoe-budget 20] [--dsv3-budget 30]
-       [--short-budget 1] [--wall-clock] [--skip-olmoe] [--skip-dsv3] [--skip-ablation] [--jobs 1]
+       [--wall-clock] [--skip-olmoe] [--skip-dsv3] [--jobs 1]
        [--out results/placement_bench.json]
 """
 
@@ -67,12 +64,12 @@ def dsv3_stats() -> tuple[RoutingStats, dict]:
     return synthetic_stats(model, num_tokens=8192), fit
 
 
-def olmoe_case(domain: str, gpus: int, redundant: int, label: str, **options) -> tuple[dict, list[dict]]:
-    """One OLMoE case; for G=8 R=8 with the seed also the placement evaluated on the other domains."""
+def olmoe_case(domain: str, gpus: int, redundant: int, **options) -> tuple[dict, list[dict]]:
+    """One OLMoE case; for G=8 R=8 also the placement evaluated on the other domains."""
     stats = load_stats(OLMOE, domain)
-    row, result = _row(f"olmoe {domain} G={gpus} R={redundant}{label}", stats, gpus, redundant, **options)
+    row, result = _row(f"olmoe {domain} G={gpus} R={redundant}", stats, gpus, redundant, **options)
     robustness = []
-    if (gpus, redundant) == (8, 8) and not label:
+    if (gpus, redundant) == (8, 8):
         for other in DOMAINS:
             if other != domain:
                 other_stats = load_stats(OLMOE, other)
@@ -115,13 +112,10 @@ def main() -> int:
                         help="per-layer balancedness loss allowed versus EPLB on OLMoE (target: 0.005)")
     parser.add_argument("--dsv3-budget", type=float, default=30.0,
                         help="per DeepSeek-V3-scale case: deterministic time (or seconds with --wall-clock)")
-    parser.add_argument("--short-budget", type=float, default=1.0,
-                        help="the short budget of the seed ablation on OLMoE G=8 R=8")
     parser.add_argument("--wall-clock", action="store_true",
                         help="budgets are wall-clock seconds with 2 CP-SAT workers (results then depend on load)")
     parser.add_argument("--skip-olmoe", action="store_true")
     parser.add_argument("--skip-dsv3", action="store_true")
-    parser.add_argument("--skip-ablation", action="store_true")
     parser.add_argument("--jobs", type=int, default=1, help="cases run in parallel processes")
     parser.add_argument("--out", default="results/placement_bench.json")
     args = parser.parse_args()
@@ -130,36 +124,26 @@ def main() -> int:
         return {"time_limit": amount} if args.wall_clock else {"deterministic_time": amount}
 
     result: dict = {"olmoe_budget": args.olmoe_budget, "olmoe_tolerance": args.olmoe_tolerance,
-                    "dsv3_budget": args.dsv3_budget, "short_budget": args.short_budget,
+                    "dsv3_budget": args.dsv3_budget,
                     "wall_clock": args.wall_clock, "jobs": args.jobs,
                     "cpus": os.cpu_count(), "load_at_start": _load()}
-    tasks: dict[str, list[tuple]] = {"olmoe": [], "dsv3": [], "ablation": []}
-    for domain in DOMAINS:
-        for gpus, redundant in ((8, 0), (8, 8), (16, 16)):
-            options = {**budget(args.olmoe_budget), "balance_tolerance": args.olmoe_tolerance}
-            if not args.skip_olmoe:
-                tasks["olmoe"].append((olmoe_case, (domain, gpus, redundant, ""), options))
-            if (gpus, redundant) == (8, 8) and not args.skip_ablation:
-                tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, " no graph seed"),
-                                          {**options, "graph_seed": False}))
-                for seeded in (True, False):  # a short budget, as online rebalancing may have
-                    label = f" short {'graph seed' if seeded else 'no graph seed'}"
-                    tasks["ablation"].append((olmoe_case, (domain, gpus, redundant, label),
-                                              {**options, **budget(args.short_budget), "graph_seed": seeded}))
+    tasks: dict[str, list[tuple]] = {"olmoe": [], "dsv3": []}
+    if not args.skip_olmoe:
+        for domain in DOMAINS:
+            for gpus, redundant in ((8, 0), (8, 8), (16, 16)):
+                options = {**budget(args.olmoe_budget), "balance_tolerance": args.olmoe_tolerance}
+                tasks["olmoe"].append((olmoe_case, (domain, gpus, redundant), options))
     if not args.skip_dsv3:
         stats, result["dsv3_fit"] = dsv3_stats()
         for gpus, nodes, redundant in DSV3_LAYOUTS:
             for objective in ("colocation", "fanout", "both") if gpus == 64 else ("colocation",):
                 options = {**budget(args.dsv3_budget), "objective": objective}
                 tasks["dsv3"].append((dsv3_case, (stats, gpus, nodes, redundant, f" {objective}"), options))
-                if gpus == 64 and objective == "colocation" and not args.skip_ablation:
-                    tasks["ablation"].append((dsv3_case, (stats, gpus, nodes, redundant, " colocation no graph seed"),
-                                              {**options, "graph_seed": False}))
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = {part: [pool.submit(fn, *a, **kw) for fn, a, kw in items] for part, items in tasks.items()}
         done = {part: [f.result() for f in items] for part, items in futures.items()}
     rows: list[dict] = []
-    for part in ("olmoe", "dsv3", "ablation"):
+    for part in ("olmoe", "dsv3"):
         if done[part]:
             result[part] = [row for row, _ in done[part]]
             rows += result[part]
