@@ -37,7 +37,7 @@ def run(out: Path, solve_time_s: float, no_progress: bool) -> int:
     placement = out / "placement.json"
     print(f"== 1/2 moesched place: OLMoE arxiv routing, 2 GPUs, {solve_time_s:g} s ==", flush=True)
     _run_module(place_cli, ["--stats", ROUTING_STATS, "--domain", ROUTING_DOMAIN, "--num-gpus",
-                            str(full_stack.EP_GPUS), "--num-redundant", "0", "--time-limit", str(solve_time_s),
+                            str(full_stack.CLUSTERS[full_stack.DEFAULT_CLUSTER].ep_gpus), "--num-redundant", "0", "--time-limit", str(solve_time_s),
                             "--out", str(placement), "--report", str(out / "placement_report.json"),
                             "--no-progress"])
     print("\n== 2/2 full-stack comparison (quick): Azure conv, Mooncake ==", flush=True)

@@ -1,14 +1,30 @@
 """Issue 7's simulated cluster: vanilla vLLM, stock SGLang, each moesched layer alone, all three.
 
-    python -m experiments.comparisons.full_stack [--quick] [--out results/comparisons/full_stack]
+    python -m experiments.comparisons.full_stack [--cluster ep2|ep8] [--quick] [--out DIR]
 
-Cluster: 4 data-parallel engines, each Qwen3-30B-A3B on 2 x H100 with expert parallelism 2 (step
-model preset ``qwen3-30b-a3b-2xh100-ep2``), 1,024 running requests, 8,192 tokens per step, 770,000
-KV tokens per engine (2 x (0.9 x 80 GB - 30.5 GB weights - ~3 GB activations) / 96 KiB per token),
-prefix caching on, load reports 0.5 s stale. Expert placements are solved on routing statistics
-(default: the bundled OLMoE arxiv counts) for the 2 GPUs of an engine (:mod:`.placements`); the
-preset's MoE terms are anchored at the trivial placement (the preset was fitted to vLLM without
-EPLB), so only a placement better than vLLM's changes step times.
+Clusters (``--cluster``; 4 data-parallel engines by default, prefix caching on, load reports 0.5 s
+stale, 1,024 running requests and 8,192 tokens per step per engine, ml-energy's vLLM setting):
+
+- ``ep2`` (results/comparisons/full_stack): each engine Qwen3-30B-A3B on 2 x H100 with expert
+  parallelism 2 (step model preset ``qwen3-30b-a3b-2xh100-ep2``); KV 770,000 tokens per engine =
+  2 GPUs x (0.9 x 80 GB - 30.5 GB weights - ~3 GB activations) / 96 KiB per token (78.3 GB /
+  98,304 B = 796k, rounded down).
+- ``ep8`` (results/comparisons/full_stack_ep8): each engine Qwen3-235B-A22B on 8 x H100 with expert
+  parallelism 8 (preset ``qwen3-235b-a22b-8xh100-ep8``); KV 420,000 tokens per engine = 8 GPUs x
+  (0.9 x 80 GB - 58.8 GB weights (235B x 2 B / 8) - ~3 GB activations) / 188 KiB per token
+  (81.6 GB / 192,512 B = 424k, rounded down). That is SGLang's DP-attention layout (each GPU holds
+  its own requests' KV); vLLM's TP8 attention replicates the 4 KV heads twice and would hold half,
+  which the ``vllm`` stack is not charged (in its favour).
+
+Simplification at EP8: an engine's 8 DP-attention ranks are one scheduler with one batch (as vLLM
+runs TP8), not 8 lock-stepped ranks with their own queues.
+
+Expert placements are solved on routing statistics (default: the bundled OLMoE arxiv counts, a
+stand-in: no Qwen3 routing data is bundled) for the expert-parallel GPUs of an engine
+(:mod:`.placements`), 0 redundant replicas (SGLang's default; at EP8 one redundant slot per GPU
+would cost 94 x 37.7 MB = 3.5 GB of its 10.2 GB KV budget). The presets were fitted to vLLM without
+EPLB, so their MoE terms are anchored at the trivial placement's imbalance
+(``placements.anchored_model``): only a placement better than vLLM's changes step times.
 
 Expert-parallel execution model (``expert_sched.metrics.EXECUTION_MODELS``): every stack runs
 ``deepep-low-latency`` (SGLang with DP attention + DeepEP: a token's GPU is independent of its
@@ -17,7 +33,9 @@ experts, so co-location saves no traffic) except the ``@affinity*`` rows of the 
 its previous layer's top-1 expert, which no SGLang release does; it shows what co-location buys if
 the runtime kept tokens there); ``@affinity-decode`` is the same with the placement's traffic
 reaching decode tokens only (:class:`.placements.DecodeOnlyPlacementTraffic`: SGLang's prefill
-uses DeepEP normal mode, whose EP2 top-8 traffic hardly depends on the placement).
+uses DeepEP normal mode, one copy per destination GPU whatever the placement). The
+``@stream-floor`` rows run :class:`.placements.ExpertStreamFloor`: a placement cannot push the
+per-expert weight-streaming cost below its HBM roofline (binds at EP8 only).
 
 Stacks (same requests, same hardware):
 
@@ -32,6 +50,7 @@ Stacks (same requests, same hardware):
 | moesched+budget | sjf-aging + SLO prefill token budget (TPOT 50 ms) | scored | solver | whole prompt |
 | sglang@affinity, sglang+placement@affinity | fcfs | round-robin | eplb, solver (affinity execution) | whole prompt |
 | sglang@affinity-decode, sglang+placement@affinity-decode | fcfs | round-robin | eplb, solver (affinity, decode tokens only) | whole prompt |
+| sglang@stream-floor, moesched@stream-floor, moesched+budget@stream-floor | as without the suffix | | | |
 
 Capacity per trace: saturating run of the ``vllm`` stack (:mod:`.capacity`); offered load
 ``--load`` x that. Targets (issue 7) on Azure conv and Mooncake, for moesched and moesched+budget:
@@ -42,12 +61,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, replays, script_main
 from experiments.comparisons.placements import (
-    DecodeOnlyPlacementTraffic, PlacementSet, anchored_model, build_placements, factor_key,
+    DecodeOnlyPlacementTraffic, ExpertStreamFloor, PlacementSet, anchored_model, build_placements, factor_key,
 )
 from experiments.comparisons.report import (
     Target, comparison_table, metric, publish, ratio_bars, ratio_target, targets_table, trace_runs,
@@ -56,11 +75,30 @@ from experiments.comparisons.stack import Cluster, Stack, run_stack
 from experiments.metrics.runs import RunResult
 from experiments.sim.config import EngineConfig
 from expert_sched.metrics import DEFAULT_EXECUTION_MODEL, EXECUTION_MODELS
-from perf_model.presets import preset_model
+from perf_model.presets import DEPLOYMENTS, preset_model
 
-GPU_MODEL = "qwen3-30b-a3b-2xh100-ep2"
-EP_GPUS = 2
-ENGINE = EngineConfig(max_running=1024, max_batched_tokens=8192, kv_capacity_tokens=770_000)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """One simulated deployment: the step-model preset of an engine, its expert-parallel GPUs,
+    its limits and where its results go by default (KV arithmetic in the module docstring)."""
+
+    gpu_model: str
+    ep_gpus: int
+    engine: EngineConfig
+    out: str
+
+
+CLUSTERS: dict[str, ClusterSpec] = {
+    "ep2": ClusterSpec("qwen3-30b-a3b-2xh100-ep2", 2,
+                       EngineConfig(max_running=1024, max_batched_tokens=8192, kv_capacity_tokens=770_000),
+                       "results/comparisons/full_stack"),
+    "ep8": ClusterSpec("qwen3-235b-a22b-8xh100-ep8", 8,
+                       EngineConfig(max_running=1024, max_batched_tokens=8192, kv_capacity_tokens=420_000),
+                       "results/comparisons/full_stack_ep8"),
+}
+DEFAULT_CLUSTER = "ep2"
 TARGET_TRACES = ("azure-conv", "mooncake")
 BASELINE = "vllm"
 OURS = "moesched"
@@ -69,6 +107,11 @@ ABLATION = ("sglang", "sglang+placement")
 #: ablation variants: (name, execution model, does the placement's traffic reach prefill tokens)
 ABLATION_VARIANTS = (("deepep-low-latency", "deepep-low-latency", True), ("affinity", "affinity", True),
                      ("affinity-decode", "affinity", False))
+#: stacks re-run with the placement's weight-streaming gain floored at the roofline
+STREAM_FLOOR = "stream-floor"
+STREAM_FLOOR_STACKS = ("sglang", OURS, f"{OURS}+budget")
+#: stacks checked against issue 7's targets (vs BASELINE)
+TARGET_STACKS = (OURS, f"{OURS}+budget", f"{OURS}@{STREAM_FLOOR}", f"{OURS}+budget@{STREAM_FLOOR}")
 
 
 def ablation_label(label: str, variant: str) -> str:
@@ -77,6 +120,13 @@ def ablation_label(label: str, variant: str) -> str:
 
 
 def stacks(tpot_budget_ms: float) -> list[Stack]:
+    main = _main_stacks(tpot_budget_ms)
+    floored = [replace(stack, label=f"{stack.label}@{STREAM_FLOOR}") for stack in main
+               if stack.label in STREAM_FLOOR_STACKS]
+    return main + floored
+
+
+def _main_stacks(tpot_budget_ms: float) -> list[Stack]:
     return [
         Stack("vllm", placement="trivial", admit_whole_prompt=False),
         Stack("sglang", placement="eplb"),
@@ -95,7 +145,8 @@ def stacks(tpot_budget_ms: float) -> list[Stack]:
 def trace_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
     base = runs[BASELINE]
     targets = []
-    for ours in (runs[OURS], runs[f"{OURS}+budget"]):
+    for label in TARGET_STACKS:
+        ours = runs[label]
         targets += [ratio_target(scope, ours, base, "ttft_ms.mean", 0.5),
                     ratio_target(scope, ours, base, "tpot_ms.mean", 0.7),
                     ratio_target(scope, ours, base, "output_throughput", 1.0, at_least=True)]
@@ -141,8 +192,10 @@ def ablation_table(rows: dict[str, dict[str, float | None]]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, traces="azure-conv,azure-code,mooncake", requests=4000, quick_requests=800,
-                         out="results/comparisons/full_stack")
-    parser.set_defaults(slo_ttft_ms=2000.0)
+                         out="per --cluster: results/comparisons/full_stack (ep2), full_stack_ep8 (ep8)")
+    parser.set_defaults(slo_ttft_ms=2000.0, out=None)
+    parser.add_argument("--cluster", default=DEFAULT_CLUSTER, choices=sorted(CLUSTERS),
+                        help=f"simulated deployment (default {DEFAULT_CLUSTER}; see the module docstring)")
     parser.add_argument("--engines", type=int, default=None, help="data-parallel engines (default 4; 2 with --quick)")
     parser.add_argument("--tpot-budget-ms", type=float, default=50.0,
                         help="TPOT SLO of the request layer's prefill token budget (ms)")
@@ -160,16 +213,19 @@ def run(args: argparse.Namespace) -> int:
     args.engines = args.engines or (2 if args.quick else 4)
     if args.engines < 1 or args.tpot_budget_ms <= 0 or args.solve_time_s <= 0:
         raise ValueError("--engines: expected >= 1; --tpot-budget-ms and --solve-time-s: expected > 0")
-    out = Path(args.out)
-    placements = build_placements(args.routing_stats, args.routing_domain, EP_GPUS, args.num_redundant,
+    spec = CLUSTERS[args.cluster]
+    out = Path(args.out or spec.out)
+    placements = build_placements(args.routing_stats, args.routing_domain, spec.ep_gpus, args.num_redundant,
                                   args.solve_time_s, args.placement)
-    model = anchored_model(preset_model(GPU_MODEL), placements.factors[DEFAULT_EXECUTION_MODEL]["trivial"])
-    cluster = Cluster(engines=args.engines, engine=ENGINE, model=model, model_name=model.name,
+    model = anchored_model(preset_model(spec.gpu_model), placements.factors[DEFAULT_EXECUTION_MODEL]["trivial"])
+    cluster = Cluster(engines=args.engines, engine=spec.engine, model=model, model_name=model.name,
                       placements=placements.cluster_factors())
     decode_only = DecodeOnlyPlacementTraffic(model, placements.factors[DEFAULT_EXECUTION_MODEL]["eplb"].remote_fraction)
-    decode_only_cluster = replace(cluster, model=decode_only, model_name=decode_only.name)
-    decode_only_labels = {ablation_label(label, variant) for variant, _, full in ABLATION_VARIANTS if not full
-                          for label in ABLATION}
+    floored = ExpertStreamFloor(model, DEPLOYMENTS[spec.gpu_model].expert_stream_floor_s())
+    clusters = {ablation_label(label, variant): replace(cluster, model=decode_only, model_name=decode_only.name)
+                for variant, _, full in ABLATION_VARIANTS if not full for label in ABLATION}
+    clusters |= {f"{label}@{STREAM_FLOOR}": replace(cluster, model=floored, model_name=floored.name)
+                 for label in STREAM_FLOOR_STACKS}
     todo = stacks(args.tpot_budget_ms)
     all_runs: list[RunResult] = []
     per_trace: dict[str, list[RunResult]] = {}
@@ -181,8 +237,7 @@ def run(args: argparse.Namespace) -> int:
             capacities[name] = offered.to_dict()
             runs: dict[str, RunResult] = {}
             for stack in todo:
-                on = decode_only_cluster if stack.label in decode_only_labels else cluster
-                runs[stack.label] = run_stack(stack, on, requests, slo, workload)
+                runs[stack.label] = run_stack(stack, clusters.get(stack.label, cluster), requests, slo, workload)
                 bar.update()
             if name in TARGET_TRACES:
                 targets += trace_targets(name, runs)
@@ -195,15 +250,20 @@ def run(args: argparse.Namespace) -> int:
             all_runs += trace_runs(name, runs.values())
     ratio_bars(per_trace, BASELINE, out / "ratios.png")
     markdown = "\n\n".join([
-        f"# Full stack, simulated ({args.engines} engines x {GPU_MODEL}, load {args.load:g})",
+        f"# Full stack, simulated ({args.engines} engines x {spec.gpu_model}, load {args.load:g})",
         f"SLO attainment: TTFT <= {slo.ttft_ms:g} ms and TPOT <= {slo.tpot_ms:g} ms. Request-layer token "
         f"budget: TPOT SLO {args.tpot_budget_ms:g} ms.",
-        f"## Placements ({placements.source}, {EP_GPUS} GPUs, {args.num_redundant} redundant)",
+        f"## Placements ({placements.source}, {spec.ep_gpus} GPUs, {args.num_redundant} redundant)",
         f"Execution model: every stack runs {DEFAULT_EXECUTION_MODEL} except the '@affinity' rows (affinity) "
-        "and the '@affinity-decode' rows (affinity, placement traffic on decode tokens only).",
+        "and the '@affinity-decode' rows (affinity, placement traffic on decode tokens only). "
+        f"'@{STREAM_FLOOR}' rows: expert weight streaming floored at its roofline "
+        f"({floored.floor_s * 1e3:.4f} ms per distinct expert; fitted {model.coefficients.expert_load_s * 1e3:.4f} ms "
+        "at the trivial placement).",
         placement_table(placements), "## Targets (issue 7)", targets_table(targets), *sections,
         "![ratios](ratios.png)"]) + "\n"
     comparison = {
+        "cluster": args.cluster, "ep_gpus": spec.ep_gpus, "kv_capacity_tokens": spec.engine.kv_capacity_tokens,
+        "expert_stream_floor_s": floored.floor_s,
         "capacities": capacities, "targets": [t.to_dict() for t in targets], "gpu_model": model.name,
         "engines": args.engines, "quick": args.quick, "routing_stats": placements.source,
         "placements": {name: {"imbalance": f.imbalance,

@@ -22,6 +22,12 @@ what SGLang's decode kernels send), but SGLang's prefill runs DeepEP normal mode
 distinct destination GPU, so at EP2 with top-8 a prefill token sends one copy to the other GPU
 unless all 8 of its experts sit on its own GPU, whatever the placement. The wrapper keeps prefill
 tokens at a fixed remote share, so a placement changes only decode tokens' traffic.
+
+:class:`ExpertStreamFloor` is the other sensitivity check, for wide expert parallelism: the
+anchored model shrinks the fitted per-expert weight-streaming cost by ``imbalance /
+reference_imbalance``, which at EP8 (trivial imbalance 1.66 on OLMoE statistics) takes it below the
+time HBM needs to stream an expert's weights at all. The wrapper keeps that cost at or above its
+roofline floor, so a placement can only remove the fitted cost above it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from expert_sched.solver import SolverOptions, solve_placement
 from expert_sched.stats import load_stats
 from experiments.sim.placement import moe_factors
 from perf_model.batch import BatchShape, MoeFactors
+from perf_model.experts import distinct_experts
 from perf_model.structural import StructuralStepModel
 
 
@@ -138,3 +145,30 @@ class DecodeOnlyPlacementTraffic:
             return seconds
         return seconds + (self.model.coefficients.all_to_all_s * self.model.structure.top_k * batch.prefill_tokens
                           * (self.prefill_remote_fraction - moe.remote_fraction))
+
+
+@dataclass(frozen=True)
+class ExpertStreamFloor:
+    """A step model whose expert weight streaming never drops below its roofline floor.
+
+    ``step_seconds(batch, moe) = model.step_seconds(batch, moe) + D(T) * max(0, floor_s -
+    expert_load_s * imbalance / reference_imbalance)`` with ``D(T)`` the distinct experts a step of
+    ``T`` tokens touches: the imbalance-scaled streaming cost per distinct expert is raised to
+    ``floor_s`` (``perf_model.presets.Deployment.expert_stream_floor_s``) when a placement would
+    take it lower. Compute and all-to-all terms are unchanged.
+    """
+
+    model: StructuralStepModel
+    floor_s: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}+expert-stream-floor"
+
+    def step_seconds(self, batch: BatchShape, moe: MoeFactors | None = None) -> float:
+        seconds = self.model.step_seconds(batch, moe)
+        st = self.model.structure
+        if moe is None or not st.num_experts:
+            return seconds
+        scaled = self.model.coefficients.expert_load_s * moe.imbalance / st.reference_imbalance
+        return seconds + distinct_experts(batch.tokens, st.num_experts, st.top_k) * max(0.0, self.floor_s - scaled)
