@@ -85,6 +85,7 @@ def _config(args: argparse.Namespace, endpoint: Endpoint, requests: list[TraceRe
         "workload": workload_record(args, len(requests)),
         "repeat": args.repeat, "tokenizer": args.tokenizer, "client_host": platform.node(),
         "host_load_avg_1m": [list(res.load_avg_1m) for res in rounds],
+        "round_start_monotonic_s": [res.start_monotonic_s for res in rounds],
         "options": {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))},
     }
 

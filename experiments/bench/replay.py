@@ -49,14 +49,17 @@ class ReplayOptions:
 
 @dataclass
 class ReplayResult:
-    """One endpoint's replay in one round: its records (in workload order), wall duration in s and
-    the host's 1-minute load average at its start and end (a noisy shared machine shows here)."""
+    """One endpoint's replay in one round: its records (in workload order), wall duration in s,
+    the host's 1-minute load average at its start and end (a noisy shared machine shows here) and
+    the round's start on the host's monotonic clock (``time.perf_counter()``, s; records' ``start_s``
+    count from it), so host-side logs can be aligned with the records."""
 
     endpoint: Endpoint
     repeat: int
     records: list[RequestRecord]
     duration_s: float
     load_avg_1m: tuple[float, float]
+    start_monotonic_s: float
 
 
 def round_order(endpoints: list[Endpoint], round_index: int) -> list[Endpoint]:
@@ -89,7 +92,7 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
             tasks.append(asyncio.create_task(one(req, prompt)))
         records = list(await asyncio.gather(*tasks))
         duration = time.perf_counter() - start
-    return ReplayResult(endpoint, repeat, records, duration, (load_before, os.getloadavg()[0]))
+    return ReplayResult(endpoint, repeat, records, duration, (load_before, os.getloadavg()[0]), start)
 
 
 async def replay_all(endpoints: list[Endpoint], requests: list[TraceRequest], make_prompts: PromptFactory,

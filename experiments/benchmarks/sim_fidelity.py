@@ -20,7 +20,10 @@
    (max running, chunk size, KV capacity, admission rule): ``sim_as_sent`` replays each round
    with the arrival times the client actually achieved (its ``start_s``; on a loaded machine
    the client itself sends late), ``sim_trace_arrivals`` is ``moesched simulate`` of the trace
-   at the nominal rate.
+   at the nominal rate; ``sim_as_sent_with_freezes`` is ``sim_as_sent`` run in *running time*:
+   the host freezes a heartbeat process saw during the round (whole-machine stalls of 0.2-1.5 s
+   on this VM, :mod:`experiments.metrics.host_freezes`) are cut out of the send times and put
+   back into the simulated token times.
 5. Print measured (records of all rounds pooled) vs simulated mean TTFT, P99 TTFT and mean TPOT
    with the relative error, and write ``results/sim_fidelity/<engine>.json``; run JSON files stay
    in ``--work-dir``.
@@ -43,6 +46,7 @@ from typing import Any
 from engine_dispatch.factory import create_dispatcher
 from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
+from experiments.metrics.host_freezes import FreezeMonitor, TimeWarp, record_to_wall
 from experiments.metrics.runs import RunResult, load_runs
 from experiments.metrics.summary import summarize
 from experiments.sim.cluster import simulate as simulate_cluster
@@ -168,18 +172,40 @@ def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: 
     return load_runs(out)[0].summary
 
 
-def simulate_as_sent(coef: Path, runs: list[RunResult], engine: EngineConfig) -> dict[str, Any]:
-    """Simulate each measured round with the arrival times the client actually achieved (its
+def replay_real(url: str, out: Path, workload: list[str], reuse: bool, seed: int) -> tuple[RunResult, TimeWarp]:
+    """One replay of the trace (``_bench``) with the host freezes seen during it (stored next to
+    ``out`` as ``<name>.freezes.json``: monotonic-clock intervals, see :mod:`~experiments.metrics.host_freezes`)."""
+    freezes_file = out.with_suffix(".freezes.json")
+    if reuse and out.exists():
+        freezes = json.loads(freezes_file.read_text()) if freezes_file.exists() else []
+        return load_runs(out)[0], TimeWarp([tuple(f) for f in freezes])
+    with FreezeMonitor() as monitor:
+        run = _bench(url, out, workload, reuse=False, seed=seed)
+    atomic_write_json(freezes_file, monitor.freezes)
+    return run, TimeWarp(monitor.freezes)
+
+
+def simulate_as_sent(coef: Path, runs: list[RunResult], engine: EngineConfig,
+                     warps: list[TimeWarp] | None = None) -> dict[str, Any]:
+    """Simulate each measured round with the send times the client actually achieved (its
     ``start_s``: on a loaded machine the client sent some requests up to ~1.5 s late) and pool the
-    simulated records like the measured ones."""
+    simulated records like the measured ones. With ``warps`` (one per round), the round is
+    simulated in running time (its host freezes removed) and the records mapped back to wall time:
+    the engine model on a machine that froze when this one did."""
     model = load_model(coef)
     simulated = []
-    for run in runs:
+    for i, run in enumerate(runs):
+        warp = warps[i] if warps is not None else TimeWarp([])
+        origin = run.config.get("round_start_monotonic_s", [0.0])[0]
         sent = sorted(run.requests, key=lambda r: (r.start_s, r.request_id))
-        workload = [TraceRequest(r.request_id, r.start_s, r.input_tokens, r.output_tokens) for r in sent]
+        workload = [TraceRequest(r.request_id, warp.running(origin + r.start_s) - warp.running(origin),
+                                 r.input_tokens, r.output_tokens) for r in sent]
         config = ClusterConfig(engines=1, engine=engine, queue_factory=lambda: create_queue("fcfs"))
-        simulated.append(run_result(simulate_cluster(workload, config, model, create_dispatcher("round-robin", 1)),
-                                    "sim-as-sent", {}))
+        result = run_result(simulate_cluster(workload, config, model, create_dispatcher("round-robin", 1)),
+                            "sim-as-sent", {})
+        if warps is not None:
+            result.requests = [record_to_wall(r, warp, origin) for r in result.requests]
+        simulated.append(result)
     return pooled_summary(simulated)
 
 
@@ -282,6 +308,7 @@ def main() -> None:
                           sglang_max_total_tokens=SGLANG_KV_TOKENS)
     measured: dict[str, list[float]] = {}
     real_runs: dict[float, list[RunResult]] = {}
+    warps: dict[float, list[TimeWarp]] = {}
     loads: list[float] = []
     started = time.time()
     server: EngineServer | None = None
@@ -301,9 +328,10 @@ def main() -> None:
                 rates = choose_rates(coef, replay, flags, [float(f) for f in args.load_fractions.split(",")], work)
                 atomic_write_json(rates_file, rates)
             for rate in rates:
-                run = _bench(url, work / f"r{r}_real_{rate:g}.json", [*replay, "--rate", str(rate)], args.reuse,
-                             seed=r)
+                run, warp = replay_real(url, work / f"r{r}_real_{rate:g}.json", [*replay, "--rate", str(rate)],
+                                        args.reuse, seed=r)
                 real_runs.setdefault(rate, []).append(run)
+                warps.setdefault(rate, []).append(warp)
             load_file = work / f"r{r}_load.json"
             if not (args.reuse and load_file.exists()):
                 atomic_write_json(load_file, os.getloadavg()[0])
@@ -316,6 +344,8 @@ def main() -> None:
     real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
     engine = limits.engine_config(args.max_running, coef)
     sims = {"sim_as_sent": {rate: simulate_as_sent(coef, real_runs[rate], engine) for rate in rates},
+            "sim_as_sent_with_freezes": {rate: simulate_as_sent(coef, real_runs[rate], engine, warps[rate])
+                                         for rate in rates},
             "sim_trace_arrivals": {rate: simulate(coef, replay, rate, flags, work / f"sim_{rate:g}.json")
                                    for rate in rates}}
     table = compare(rates, real, real_runs, sims, labels)
@@ -324,8 +354,9 @@ def main() -> None:
         "benchmark": "sim_fidelity", "engine": args.engine, "max_running": args.max_running,
         "requests": args.requests, "rounds": args.rounds, "rates_rps": rates, "sim_flags": flags,
         "calibration_rows": rows, "calibration_samples_ms": measured, "coefficients": json.loads(coef.read_text()),
-        "per_round": {f"{rate:g}": [{"summary": run.summary, "stalled_s": sum(delivery_stalls(run))}
-                                    for run in runs] for rate, runs in real_runs.items()},
+        "per_round": {f"{rate:g}": [{"summary": run.summary, "stalled_s": sum(delivery_stalls(run)),
+                                     "host_frozen_s": warp.frozen_s, "host_freezes": len(warp.freezes)}
+                                    for run, warp in zip(runs, warps[rate])] for rate, runs in real_runs.items()},
         "load_average_1m_per_round": loads,
         "load_average_1m_median": statistics.median(loads) if loads else None,
         "script_wall_s": time.time() - started, "rows": table})
