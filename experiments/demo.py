@@ -3,8 +3,9 @@
     python -m experiments.demo --out results/demo
 
 1. ``moesched place``: solve an expert placement for OLMoE (bundled routing counts, arxiv domain)
-   on the 2 expert-parallel GPUs of a simulated engine; writes ``placement.json`` (SGLang's
-   ``--init-expert-location`` format) and ``placement_report.json``, prints solver vs EPLB metrics.
+   on the expert-parallel GPUs of a simulated engine (8: the full-stack comparison's default
+   cluster); writes ``placement.json`` (SGLang's ``--init-expert-location`` format) and
+   ``placement_report.json``, prints solver vs EPLB metrics.
 2. The full-stack comparison in quick mode (``experiments.comparisons.full_stack --quick``) on
    Azure conv and Mooncake with that placement: vanilla vLLM, stock SGLang, each moesched layer
    alone and all three; prints the tables and writes run JSON, Markdown and plots under
@@ -35,9 +36,10 @@ def _run_module(module, argv: list[str]) -> int:
 def run(out: Path, solve_time_s: float, no_progress: bool) -> int:
     started = time.monotonic()
     placement = out / "placement.json"
-    print(f"== 1/2 moesched place: OLMoE arxiv routing, 2 GPUs, {solve_time_s:g} s ==", flush=True)
+    gpus = full_stack.CLUSTERS[full_stack.DEFAULT_CLUSTER].ep_gpus
+    print(f"== 1/2 moesched place: OLMoE arxiv routing, {gpus} GPUs, {solve_time_s:g} s ==", flush=True)
     _run_module(place_cli, ["--stats", ROUTING_STATS, "--domain", ROUTING_DOMAIN, "--num-gpus",
-                            str(full_stack.CLUSTERS[full_stack.DEFAULT_CLUSTER].ep_gpus), "--num-redundant", "0", "--time-limit", str(solve_time_s),
+                            str(gpus), "--num-redundant", "0", "--time-limit", str(solve_time_s),
                             "--out", str(placement), "--report", str(out / "placement_report.json"),
                             "--no-progress"])
     print("\n== 2/2 full-stack comparison (quick): Azure conv, Mooncake ==", flush=True)

@@ -1,9 +1,10 @@
 """Issue 7's simulated cluster: vanilla vLLM, stock SGLang, each moesched layer alone, all three.
 
-    python -m experiments.comparisons.full_stack [--cluster ep2|ep8] [--quick] [--out DIR]
+    python -m experiments.comparisons.full_stack [--cluster ep8|ep2] [--quick] [--out DIR]
 
-Clusters (``--cluster``; 4 data-parallel engines by default, prefix caching on, load reports 0.5 s
-stale, 1,024 running requests and 8,192 tokens per step per engine, ml-energy's vLLM setting):
+Clusters (``--cluster``, default ``ep8``: wide expert parallelism, where a placement matters).
+Both: 4 data-parallel engines by default, prefix caching on, load reports 0.5 s stale, per engine
+1,024 running requests and 8,192 tokens per step (ml-energy's vLLM ``max-num-batched-tokens``):
 
 - ``ep2`` (results/comparisons/full_stack): each engine Qwen3-30B-A3B on 2 x H100 with expert
   parallelism 2 (step model preset ``qwen3-30b-a3b-2xh100-ep2``); KV 770,000 tokens per engine =
@@ -18,6 +19,11 @@ stale, 1,024 running requests and 8,192 tokens per step per engine, ml-energy's 
 
 Simplification at EP8: an engine's 8 DP-attention ranks are one scheduler with one batch (as vLLM
 runs TP8), not 8 lock-stepped ranks with their own queues.
+
+Token budget default: EP2's decode steps are 27-35 ms at batch 128-256 (public rows), so a 50 ms
+TPOT budget leaves room for prefill; EP8's are 46.6-55.5 ms at batch 128-228, so 50 ms is
+unreachable by decode alone and starves prefill (Azure conv mean TTFT 8.2x of vllm, measured);
+60 ms is the first 10 ms step above the batch-228 row.
 
 Expert placements are solved on routing statistics (default: the bundled OLMoE arxiv counts, a
 stand-in: no Qwen3 routing data is bundled) for the expert-parallel GPUs of an engine
@@ -47,7 +53,7 @@ Stacks (same requests, same hardware):
 | sglang+dispatch | fcfs | scored | eplb | whole prompt |
 | sglang+placement | fcfs | round-robin | solver | whole prompt |
 | moesched | sjf-aging | scored | solver | whole prompt |
-| moesched+budget | sjf-aging + SLO prefill token budget (TPOT 50 ms) | scored | solver | whole prompt |
+| moesched+budget | sjf-aging + SLO prefill token budget (TPOT 50 ms at ep2, 60 ms at ep8) | scored | solver | whole prompt |
 | sglang@affinity, sglang+placement@affinity | fcfs | round-robin | eplb, solver (affinity execution) | whole prompt |
 | sglang@affinity-decode, sglang+placement@affinity-decode | fcfs | round-robin | eplb, solver (affinity, decode tokens only) | whole prompt |
 | sglang@stream-floor, moesched@stream-floor, moesched+budget@stream-floor | as without the suffix | | | |
@@ -82,23 +88,26 @@ from perf_model.presets import DEPLOYMENTS, preset_model
 @dataclass(frozen=True)
 class ClusterSpec:
     """One simulated deployment: the step-model preset of an engine, its expert-parallel GPUs,
-    its limits and where its results go by default (KV arithmetic in the module docstring)."""
+    its limits, the default TPOT SLO of the request layer's prefill token budget (ms; it must sit
+    above the engine's decode-only step at the batches it runs, see the module docstring) and where
+    its results go by default (KV arithmetic in the module docstring)."""
 
     gpu_model: str
     ep_gpus: int
     engine: EngineConfig
+    tpot_budget_ms: float
     out: str
 
 
 CLUSTERS: dict[str, ClusterSpec] = {
     "ep2": ClusterSpec("qwen3-30b-a3b-2xh100-ep2", 2,
                        EngineConfig(max_running=1024, max_batched_tokens=8192, kv_capacity_tokens=770_000),
-                       "results/comparisons/full_stack"),
+                       50.0, "results/comparisons/full_stack"),
     "ep8": ClusterSpec("qwen3-235b-a22b-8xh100-ep8", 8,
                        EngineConfig(max_running=1024, max_batched_tokens=8192, kv_capacity_tokens=420_000),
-                       "results/comparisons/full_stack_ep8"),
+                       60.0, "results/comparisons/full_stack_ep8"),
 }
-DEFAULT_CLUSTER = "ep2"
+DEFAULT_CLUSTER = "ep8"
 TARGET_TRACES = ("azure-conv", "mooncake")
 BASELINE = "vllm"
 OURS = "moesched"
@@ -197,8 +206,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", default=DEFAULT_CLUSTER, choices=sorted(CLUSTERS),
                         help=f"simulated deployment (default {DEFAULT_CLUSTER}; see the module docstring)")
     parser.add_argument("--engines", type=int, default=None, help="data-parallel engines (default 4; 2 with --quick)")
-    parser.add_argument("--tpot-budget-ms", type=float, default=50.0,
-                        help="TPOT SLO of the request layer's prefill token budget (ms)")
+    parser.add_argument("--tpot-budget-ms", type=float, default=None,
+                        help="TPOT SLO of the request layer's prefill token budget (ms; default per --cluster: "
+                             + ", ".join(f"{name} {spec.tpot_budget_ms:g}" for name, spec in CLUSTERS.items()) + ")")
     parser.add_argument("--routing-stats", default="data/routing/olmoe_routing_counts.npz",
                         help="routing statistics the placements are solved and evaluated on")
     parser.add_argument("--routing-domain", default="arxiv", help="domain of a bundled routing file")
@@ -210,10 +220,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     traces, n_requests, n_capacity, slo = parse_common(args)
+    spec = CLUSTERS[args.cluster]
     args.engines = args.engines or (2 if args.quick else 4)
+    if args.tpot_budget_ms is None:
+        args.tpot_budget_ms = spec.tpot_budget_ms
     if args.engines < 1 or args.tpot_budget_ms <= 0 or args.solve_time_s <= 0:
         raise ValueError("--engines: expected >= 1; --tpot-budget-ms and --solve-time-s: expected > 0")
-    spec = CLUSTERS[args.cluster]
     out = Path(args.out or spec.out)
     placements = build_placements(args.routing_stats, args.routing_domain, spec.ep_gpus, args.num_redundant,
                                   args.solve_time_s, args.placement)
@@ -263,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
         "![ratios](ratios.png)"]) + "\n"
     comparison = {
         "cluster": args.cluster, "ep_gpus": spec.ep_gpus, "kv_capacity_tokens": spec.engine.kv_capacity_tokens,
-        "expert_stream_floor_s": floored.floor_s,
+        "expert_stream_floor_s": floored.floor_s, "tpot_budget_ms": args.tpot_budget_ms,
         "capacities": capacities, "targets": [t.to_dict() for t in targets], "gpu_model": model.name,
         "engines": args.engines, "quick": args.quick, "routing_stats": placements.source,
         "placements": {name: {"imbalance": f.imbalance,
