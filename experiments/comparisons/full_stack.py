@@ -49,6 +49,7 @@ Stacks (same requests, same hardware):
 |---|---|---|---|---|
 | vllm | fcfs | round-robin | trivial | first chunk (V1) |
 | sglang | fcfs | round-robin | eplb | whole prompt |
+| sglang-no-eplb | fcfs | round-robin | trivial (launch without ``--enable-eplb``) | whole prompt |
 | sglang+request | sjf-aging | round-robin | eplb | whole prompt |
 | sglang+dispatch | fcfs | scored | eplb | whole prompt |
 | sglang+placement | fcfs | round-robin | solver | whole prompt |
@@ -139,6 +140,7 @@ def _main_stacks(tpot_budget_ms: float) -> list[Stack]:
     return [
         Stack("vllm", placement="trivial", admit_whole_prompt=False),
         Stack("sglang", placement="eplb"),
+        Stack("sglang-no-eplb", placement="trivial"),
         Stack("sglang+request", policy="sjf-aging", placement="eplb"),
         Stack("sglang+dispatch", dispatch="scored", placement="eplb"),
         Stack("sglang+placement", placement="solver"),
