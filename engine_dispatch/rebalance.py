@@ -2,7 +2,9 @@
 
 Dispatch decides once, at arrival, on load reports that may be stale and sizes that may be
 mispredicted. Every ``period_s`` (or sooner, down to ``min_interval_s``, when the share of waiting
-requests already past their TTFT deadline reaches ``spike_fraction``) the host calls
+requests already past their TTFT deadline reaches ``spike_fraction``, or when the predicted drain
+gap between the most and least loaded engine reaches ``trigger_gap_s``: a burst landed unevenly)
+the host calls
 :meth:`SelectiveRebalancer.propose` with each engine's waiting requests in admission order and its
 :class:`~engine_dispatch.types.EngineLoad`; the rebalancer returns moves.
 
@@ -56,6 +58,8 @@ class RebalanceConfig:
         min_interval_s: least time between rounds when a violation spike triggers one (> 0).
         spike_fraction: share of waiting requests past their TTFT deadline that triggers a round
             early (0..1).
+        trigger_gap_s: a predicted drain gap between the most and the least loaded healthy engine
+            at least this large triggers a round early (a burst landed unevenly); 0 disables it.
         max_moves_per_s: average move rate allowed (> 0).
         max_burst: moves allowed at once (>= 1).
         migration_cost_s: predicted cost of moving one waiting request (re-sending it).
@@ -72,6 +76,7 @@ class RebalanceConfig:
     period_s: float = 0.1
     min_interval_s: float = 0.05
     spike_fraction: float = 0.1
+    trigger_gap_s: float = 0.25
     max_moves_per_s: float = 200.0
     max_burst: int = 32
     migration_cost_s: float = 0.005
@@ -88,7 +93,7 @@ class RebalanceConfig:
     def __post_init__(self) -> None:
         checks = {
             "period_s": self.period_s > 0, "min_interval_s": self.min_interval_s > 0,
-            "spike_fraction": 0 <= self.spike_fraction <= 1,
+            "spike_fraction": 0 <= self.spike_fraction <= 1, "trigger_gap_s": self.trigger_gap_s >= 0,
             "max_moves_per_s": self.max_moves_per_s > 0, "max_burst": self.max_burst >= 1,
             "migration_cost_s": self.migration_cost_s >= 0, "min_gain_s": self.min_gain_s >= 0,
             "long_wait_s": self.long_wait_s >= 0, "overload_ratio": self.overload_ratio >= 1,
@@ -184,6 +189,13 @@ class _Books:
             self.total.append(self.base[-1] + sums[-1])
         self.moved_out: list[list[tuple[int, int]]] = [[] for _ in engines]  # (position, tokens)
 
+    def move(self, source: int, position: int, target: int, work: int) -> None:
+        """Book the request at ``position`` on ``source`` as gone to ``target`` (``work`` tokens there)."""
+        own = self.sizes[source][position]
+        self.moved_out[source].append((position, own))
+        self.total[source] -= own
+        self.total[target] += work
+
     def ahead(self, engine: int, position: int) -> int:
         """Tokens before ``position`` on ``engine`` still queued there (in-progress prefill included)."""
         gone = sum(t for p, t in self.moved_out[engine] if p < position)
@@ -209,20 +221,38 @@ class SelectiveRebalancer:
         self.rounds = 0
         self.moves = 0
 
-    def due(self, now: float, overdue_fraction: float = 0.0) -> bool:
-        """Whether a round should run at ``now``: the period elapsed, or a violation spike
-        (``overdue_fraction`` = share of waiting requests past their TTFT deadline)."""
+    def due(self, now: float, overdue_fraction: float = 0.0, drain_gap_s: float = 0.0) -> bool:
+        """Whether a round should run at ``now``: the period elapsed, or (at least
+        ``min_interval_s`` after the last round) a violation spike (``overdue_fraction`` = share
+        of waiting requests past their TTFT deadline) or a burst that landed unevenly
+        (``drain_gap_s``, see :meth:`drain_gap_s`)."""
+        cfg = self.config
         since = now - self._last_round_s
-        if since >= self.config.period_s:
+        if since >= cfg.period_s:
             return True
-        return overdue_fraction >= self.config.spike_fraction > 0 and since >= self.config.min_interval_s
+        if since < cfg.min_interval_s:
+            return False
+        spike = overdue_fraction >= cfg.spike_fraction > 0
+        burst = drain_gap_s >= cfg.trigger_gap_s > 0
+        return spike or burst
+
+    def drain_gap_s(self, loads: Sequence[EngineLoad]) -> float:
+        """Predicted seconds to drain the reported pending prefill of the most loaded healthy
+        engine minus that of the least loaded one (0 with fewer than two healthy engines)."""
+        drains = [self._drain(load.engine_id)(load.running, load.kv_used_tokens, load.pending_prefill_tokens)
+                  for load in loads if load.healthy]
+        return max(drains) - min(drains) if len(drains) > 1 else 0.0
+
+    def _drain(self, engine_id: int) -> Callable[[int, int, int], float]:
+        """``drain(running, kv_used, tokens)`` seconds on ``engine_id``, priced by its model now."""
+        return PredictedLoadScorer(self._model(engine_id), self.config.chunk_tokens, 1.0).drain_seconds
 
     def _model(self, engine_id: int) -> StepTimeModel:
         models = self.step_models
         return models[engine_id] if isinstance(models, Sequence) else models
 
     def propose(self, engines: Sequence[EngineQueue], now: float,
-                work_on: WorkOn | None = None) -> list[Move]:
+                work_on: WorkOn | None = None, in_flight: Sequence[Move] = ()) -> list[Move]:
         """One round: moves to apply now, at most what the move cap allows.
 
         Args:
@@ -230,6 +260,9 @@ class SelectiveRebalancer:
             now: host clock (seconds), non-decreasing between calls.
             work_on: predicted prefill tokens of a request on another engine (default: the same
                 as on its current engine).
+            in_flight: moves proposed earlier that the queues do not show yet (a host that applies
+                moves late). Each one still waiting on its source is booked as already on its
+                target (at the back) and is not proposed again.
         """
         cfg = self.config
         self._last_round_s = now
@@ -242,14 +275,14 @@ class SelectiveRebalancer:
             del self._moved_at[rid]
         sizes = self._sizes(engines)
         books = _Books(engines, sizes)
-        drains = [PredictedLoadScorer(self._model(e.load.engine_id), cfg.chunk_tokens, 1.0).drain_seconds
-                  for e in engines]
+        drains = [self._drain(e.load.engine_id) for e in engines]
+        pending = self._book_in_flight(engines, books, in_flight, work_on)
 
         def ready(engine: int, tokens: int) -> float:
             load = engines[engine].load
             return now + drains[engine](load.running, load.kv_used_tokens, tokens)
 
-        candidates = self._candidates(engines, books, healthy, ready, now)
+        candidates = self._candidates(engines, books, healthy, ready, now, pending)
         moves: list[Move] = []
         for _, _, source, position in candidates:
             if len(moves) >= allowed:
@@ -269,14 +302,31 @@ class SelectiveRebalancer:
             if best is None or not best[0] + cfg.min_gain_s < before:
                 continue
             after, target, work = best
-            books.moved_out[source].append((position, own))
-            books.total[source] -= own
-            books.total[target] += work
+            books.move(source, position, target, work)
             moves.append(Move(request.request_id, source, target, before, after))
             self._moved_at[request.request_id] = now
         self.budget.spend(len(moves))
         self.moves += len(moves)
         return moves
+
+    def _book_in_flight(self, engines: Sequence[EngineQueue], books: _Books, in_flight: Sequence[Move],
+                        work_on: WorkOn | None) -> set[str]:
+        """Book ``in_flight`` moves whose request still waits on its source; returns their ids."""
+        if not in_flight:
+            return set()
+        where = {r.request_id: (e, p) for e, q in enumerate(engines) for p, r in enumerate(q.waiting)}
+        booked: set[str] = set()
+        for move in in_flight:
+            found = where.get(move.request_id)
+            if found is None or found[0] != move.source or move.request_id in booked:
+                continue  # admitted, gone, or already moved: the queues show where it is
+            source, position = found
+            own = books.sizes[source][position]
+            work = own if work_on is None or self.config.size_estimate == "uniform" else work_on(
+                move.request_id, move.target)
+            books.move(source, position, move.target, work)
+            booked.add(move.request_id)
+        return booked
 
     def _sizes(self, engines: Sequence[EngineQueue]) -> list[list[int]]:
         """Predicted tokens of every waiting request (all equal to the mean when ``uniform``)."""
@@ -288,8 +338,8 @@ class SelectiveRebalancer:
         return sizes
 
     def _candidates(self, engines: Sequence[EngineQueue], books: _Books, healthy: list[int],
-                    ready: Callable[[int, int], float],
-                    now: float) -> list[tuple[float, float, int, int]]:
+                    ready: Callable[[int, int], float], now: float,
+                    pending: set[str]) -> list[tuple[float, float, int, int]]:
         """``(slack, -wait, engine, position)`` of candidate requests, most urgent first."""
         cfg = self.config
         drain = {e: ready(e, books.total[e]) - now for e in healthy}
@@ -299,7 +349,7 @@ class SelectiveRebalancer:
             if drain[e] <= cfg.overload_ratio * mean + cfg.overload_abs_s:
                 continue
             for position, request in enumerate(engines[e].waiting):
-                if not request.movable or request.request_id in self._moved_at:
+                if not request.movable or request.request_id in self._moved_at or request.request_id in pending:
                     continue
                 ahead = books.ahead(e, position)
                 start = ready(e, ahead) if ahead > 0 else now

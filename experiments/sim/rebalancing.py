@@ -2,13 +2,15 @@
 that moves waiting requests between engine queues.
 
 Every ``check_period_s`` of simulated time :class:`RebalancingTicker` measures the share of
-waiting requests already past their TTFT deadline and asks the rebalancer whether a round is due
-(its period, or sooner on a violation spike). A round shows the rebalancer every engine's live
+waiting requests already past their TTFT deadline and the engines' predicted drain gap, and asks
+the rebalancer whether a round is due (its period, or sooner on a violation spike or an uneven
+burst). A round shows the rebalancer every engine's live
 load and its waiting requests in admission order (``RequestQueue.ordered``), with predicted
 prefill tokens (uncached prompt on that engine, times an optional per-request error factor) and
 bias-aware deadlines (:class:`~request_sched.deadline.DeadlineEstimator`). Moves are applied
 ``apply_lag_ticks`` ticks later (0 = at once; > 0 models a controller whose decisions reach the
-engines late, so a move can race an admission).
+engines late, so a move can race an admission); each round is told the moves still in flight, which
+the rebalancer books on their targets and does not propose again.
 
 A move is applied only if the request is still waiting on its source engine and has never run
 (no decoded tokens: a preempted request keeps its engine, its KV history lives there); otherwise it
@@ -79,12 +81,13 @@ class RebalancingTicker:
         overdue = sum(1 for e in engines for r in e.waiting.values()
                       if now - r.trace.arrival_s > self.ttft_slo_s)
         moves: list[Move] = []
-        if self.rebalancer.due(now, overdue / waiting):
+        if self.rebalancer.due(now, overdue / waiting, self.rebalancer.drain_gap_s([e.load for e in engines])):
             queues = [EngineQueue(e.load, [self._queued(w.host_ref, e) for w in e.queue.ordered(now)])
                       for e in engines]
             by_id = {rid: req for e in engines for rid, req in e.waiting.items()}
+            in_flight = [move for batch in self._pending for move in batch]
             moves = self.rebalancer.propose(queues, now, lambda rid, target: self._predicted_tokens(
-                by_id[rid], engines[target].cached_prefix_tokens(by_id[rid])))
+                by_id[rid], engines[target].cached_prefix_tokens(by_id[rid])), in_flight)
         if self.apply_lag_ticks:
             self._pending.append(moves)
             return gained
