@@ -40,6 +40,11 @@ class Stack:
             :attr:`Cluster.placements`), or None (no expert-parallel terms).
         admit_whole_prompt: SGLang admission (True) or vLLM V1's first-chunk admission (False).
         tpot_budget_ms: SLO-aware prefill token budget (``request_sched.token_budget``) or None.
+        prefill_order: ``"admission"`` (vLLM V1 step forming) or ``"policy"`` (SGLang 0.5.23:
+            prefill batches taken from the waiting queue in policy order), see
+            :class:`~experiments.sim.config.EngineConfig`.
+        mixed_chunk: with ``"policy"`` order, decodes join prefill steps (SGLang
+            ``--enable-mixed-chunk``); False: they wait for each prefill step (stock SGLang).
     """
 
     label: str
@@ -50,6 +55,8 @@ class Stack:
     placement: str | None = None
     admit_whole_prompt: bool = True
     tpot_budget_ms: float | None = None
+    prefill_order: str = "admission"
+    mixed_chunk: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
     if stack.tpot_budget_ms is not None:
         budget = SloTokenBudget(cluster.model, stack.tpot_budget_ms / 1e3, max_budget=engine.max_batched_tokens,
                                 min_budget=min(256, engine.max_batched_tokens))
-    engine = replace(engine, admit_whole_prompt=stack.admit_whole_prompt, budget=budget)
+    engine = replace(engine, admit_whole_prompt=stack.admit_whole_prompt, budget=budget,
+                     prefill_order=stack.prefill_order, mixed_chunk=stack.mixed_chunk)
     moe = None
     if stack.placement is not None:
         try:
@@ -125,7 +133,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
         "policy": stack.policy, "policy_options": {k: v for k, v in stack.policy_options.items()},
         "dispatch": stack.dispatch, "placement": stack.placement,
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},
-        "admit_whole_prompt": stack.admit_whole_prompt, "tpot_budget_ms": stack.tpot_budget_ms,
+        "admit_whole_prompt": stack.admit_whole_prompt,
+        "prefill_order": stack.prefill_order, "mixed_chunk": stack.mixed_chunk, "tpot_budget_ms": stack.tpot_budget_ms,
         "max_running": engine.max_running, "max_batched_tokens": engine.max_batched_tokens,
         "kv_capacity_tokens": engine.kv_capacity_tokens, "prefix_caching": engine.prefix_caching,
         "load_refresh_s": cluster.load_refresh_s, "workload": dict(workload), "simulation_cpu_s": cpu_s,

@@ -7,8 +7,8 @@
 
 Each ``--config LABEL:key=value,...`` is one run on the same workload; keys override the
 command-line defaults: ``policy``, ``dispatch``, ``engines``, ``max_running``,
-``max_batched_tokens``, ``kv_capacity_tokens``, ``prefix_caching`` and ``admit_whole_prompt``
-(true/false),
+``max_batched_tokens``, ``kv_capacity_tokens``, ``prefix_caching``, ``admit_whole_prompt`` and
+``mixed_chunk`` (true/false), ``prefill_order`` (admission/policy),
 ``load_refresh_s``, ``placement`` (a placement JSON; needs ``--routing-stats``), ``ep_execution``
 (the placement's expert-parallel execution model, see ``--ep-execution``). Without
 ``--config`` one run is made from the command-line values. The output has the same schema, Markdown
@@ -30,7 +30,7 @@ from experiments.metrics.runs import RunResult
 from experiments.metrics.summary import Slo
 from experiments.report.outputs import add_output_arguments, slo_from_args, write_run_outputs
 from experiments.sim.cluster import simulate
-from experiments.sim.config import ClusterConfig, EngineConfig
+from experiments.sim.config import PREFILL_ORDERS, ClusterConfig, EngineConfig
 from experiments.sim.results import run_result
 from experiments.workloads.cli_args import add_workload_arguments, workload_record, workload_spec_from_args
 from experiments.workloads.load import load_workload
@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--no-prefix-caching", action="store_true", help="turn the prefix cache off")
     c.add_argument("--admit-first-chunk", action="store_true",
                    help="admit when the first prefill chunk fits in KV (vLLM V1) instead of the whole prompt (SGLang)")
+    c.add_argument("--prefill-order", choices=PREFILL_ORDERS, default="admission",
+                   help="step forming: 'admission' (vLLM V1: unfinished prefills continue first, the policy "
+                        "orders admission) or 'policy' (SGLang 0.5.23: each prefill batch is taken from the "
+                        "waiting queue in policy order and runs before the decodes)")
+    c.add_argument("--mixed-chunk", action="store_true",
+                   help="with --prefill-order policy: decodes join prefill steps (SGLang --enable-mixed-chunk)")
     c.add_argument("--load-refresh-s", type=float, default=0.0,
                    help="seconds between the dispatcher's load snapshots (0 = always current)")
     c.add_argument("--tpot-slo-budget-ms", type=float,
@@ -119,8 +125,12 @@ def _parse_config(text: str, default: RunSpec) -> RunSpec:
                 spec = replace(spec, load_refresh_s=float(value))
             elif key in ("max_running", "max_batched_tokens", "kv_capacity_tokens"):
                 engine_changes[key] = int(value)
-            elif key in ("prefix_caching", "admit_whole_prompt"):
+            elif key in ("prefix_caching", "admit_whole_prompt", "mixed_chunk"):
                 engine_changes[key] = _BOOL[value.lower()]
+            elif key == "prefill_order":
+                if value not in PREFILL_ORDERS:
+                    raise ValueError(f"expected one of {', '.join(PREFILL_ORDERS)}")
+                engine_changes[key] = value
             else:
                 raise ValueError(f"unknown key {key!r}")
         except (KeyError, ValueError) as exc:
@@ -156,6 +166,7 @@ def run_specs(args: argparse.Namespace, model: StepTimeModel) -> list[RunSpec]:
                           kv_capacity_tokens=args.kv_capacity_tokens,
                           prefix_caching=not args.no_prefix_caching,
                           admit_whole_prompt=not args.admit_first_chunk, budget=budget,
+                          prefill_order=args.prefill_order, mixed_chunk=args.mixed_chunk,
                           request_overhead=request_overhead(args))
     default = RunSpec(label=f"{args.policy}+{args.dispatch}", policy=args.policy, dispatch=args.dispatch,
                       engines=args.engines, engine=engine, load_refresh_s=args.load_refresh_s,
@@ -200,6 +211,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
         "engines": spec.engines, "max_running": engine.max_running,
         "max_batched_tokens": engine.max_batched_tokens, "kv_capacity_tokens": engine.kv_capacity_tokens,
         "prefix_caching": engine.prefix_caching, "admit_whole_prompt": engine.admit_whole_prompt,
+        "prefill_order": engine.prefill_order, "mixed_chunk": engine.mixed_chunk,
         "load_refresh_s": spec.load_refresh_s, "request_overhead": engine.request_overhead.to_dict(),
         "tpot_slo_budget_ms": args.tpot_slo_budget_ms, "placement": spec.placement,
         "ep_execution": None if spec.placement is None else spec.ep_execution,

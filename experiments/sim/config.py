@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from perf_model.batch import MoeFactors, StepTimeModel
 from perf_model.request_overhead import RequestOverhead
 from request_sched.queue import RequestQueue
+
+
+#: how a step's prefill is formed: "admission" = vLLM V1 (admitted requests continue first, in
+#: admission order; the policy orders admission only), "policy" = SGLang 0.5.23 (each prefill
+#: batch is taken from the waiting queue in policy order; see :mod:`experiments.sim.engine`)
+PrefillOrder = Literal["admission", "policy"]
+PREFILL_ORDERS: tuple[str, ...] = ("admission", "policy")
 
 
 class PrefillBudget(Protocol):
@@ -39,6 +46,14 @@ class EngineConfig:
             holds at most this many requests (SGLang's lpm stops matching above 128).
         budget: optional per-step prefill budget; a step then prefills at most
             ``min(budget.budget(...), max_batched_tokens - decode_seqs)`` tokens.
+        prefill_order: ``"admission"`` (vLLM V1: every step carries the decodes; unfinished
+            prefills continue first, in admission order, then waiting requests are admitted in
+            policy order) or ``"policy"`` (SGLang 0.5.23: a request waits until a prefill batch
+            takes it; each prefill batch is the one chunked request, then waiting requests in
+            policy order; a step with a prefill batch runs before the decodes).
+        mixed_chunk: ``"policy"`` order only: decoding requests join prefill steps
+            [``--enable-mixed-chunk``]; False (SGLang's default) makes them wait for each prefill
+            step. ``"admission"`` order always mixes (vLLM V1).
         request_overhead: per-request latency outside engine steps (HTTP, tokenization, IPC,
             streaming; :mod:`perf_model.request_overhead`): a request enters the waiting queue
             ``enqueue_s`` after it was sent, and every token reaches the client ``response_s``
@@ -52,6 +67,8 @@ class EngineConfig:
     admit_whole_prompt: bool = True
     rematch_waiting_max: int = 128
     budget: PrefillBudget | None = None
+    prefill_order: PrefillOrder = "admission"
+    mixed_chunk: bool = False
     request_overhead: RequestOverhead = field(default_factory=RequestOverhead)
 
     def __post_init__(self) -> None:
@@ -61,6 +78,9 @@ class EngineConfig:
             raise ValueError(f"max_batched_tokens: expected >= 1, got {self.max_batched_tokens}")
         if self.kv_capacity_tokens < 1:
             raise ValueError(f"kv_capacity_tokens: expected >= 1, got {self.kv_capacity_tokens}")
+        if self.prefill_order not in PREFILL_ORDERS:
+            raise ValueError(f"prefill_order: expected one of {', '.join(PREFILL_ORDERS)}, "
+                             f"got {self.prefill_order!r}")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """One simulated engine: continuous batching with chunked prefill, a paged KV cache with a prefix
-cache, and recompute preemption, in the manner of vLLM's V1 scheduler.
+cache, and recompute preemption, in one of two step-forming modes (``EngineConfig.prefill_order``).
 
-Each step (:meth:`SimEngine.begin_step`):
+``"admission"``, vLLM V1's scheduler (:meth:`SimEngine.begin_step`):
 
 1. every decoding request gets one token; if the KV cache cannot hold their new tokens (after
    evicting unpinned prefix blocks), the most recently admitted running request is preempted
@@ -14,6 +14,27 @@ Each step (:meth:`SimEngine.begin_step`):
    first chunk with ``admit_whole_prompt`` off; a request that does not fit stops admission). Its cached
    prefix (prefix-cache match on its block ids) is pinned and skipped.
 
+``"policy"``, SGLang 0.5.23's scheduler (``srt/managers/scheduler.py``
+``Scheduler.get_next_batch_to_run`` / ``_get_new_batch_prefill_raw``, ``srt/managers/
+schedule_policy.py`` ``PrefillAdder.add_chunked_req`` / ``add_one_req``):
+
+1. a prefill batch is formed first: the one unfinished chunked request continues
+   (``add_chunked_req``), then waiting requests are taken in the policy's order
+   (``calc_priority``, then ``PrefillAdder.add_one_req`` in queue order) while the chunk budget
+   (``chunked_prefill_size`` = ``max_batched_tokens``), ``max_running`` and the KV cache allow;
+   the last one taken may be chunked (one chunked request at most, as the budget is then spent);
+2. a non-empty prefill batch is the step ("run prefill first if possible"); decoding requests
+   wait during it unless ``mixed_chunk`` (``--enable-mixed-chunk``: the prefill budget shrinks
+   by the decode count, ``PrefillAdder(num_mixed_decode_tokens=running_bs)``, and the decodes join
+   when the KV cache holds their tokens, else they sit the step out, as ``check_decode_mem``);
+3. with no prefill batch, the step decodes every running request, preempting the most recently
+   admitted until their tokens fit (SGLang's ``retract_decode`` retracts the request with the
+   fewest output tokens first; the newest admitted is the usual such request).
+
+Not modelled from SGLang: the decode-token reservation of ``PrefillAdder`` (``max_new_tokens``
+x ``new_token_ratio`` per running request counted against admission); admission here checks
+the KV room for the uncached prompt as in the ``"admission"`` mode.
+
 The step's :class:`~perf_model.batch.BatchShape` goes to the step model; :meth:`end_step` applies
 it at the returned time: finished prefills emit their first token and insert their prompt blocks
 into the prefix cache, decoding requests whose last token fell on this step finish.
@@ -21,7 +42,10 @@ into the prefix cache, decoding requests whose last token fell on this step fini
 KV accounting (tokens): ``used = cached blocks * BLOCK_TOKENS + own tokens of running requests``,
 always within ``[0, kv_capacity_tokens]`` (prefill chunks reserve room for the step's decode
 tokens, which are added last). Decoding requests are not touched per step: their count
-and summed context advance in O(1) per step, and a heap of last-token steps finishes them.
+and summed context advance in O(1) per *decode step* (a step that carries the decodes; every step
+in ``"admission"`` order), and a heap of last-token decode-step counts finishes them.
+:attr:`SimEngine.decode_step_flags` records which steps were decode steps, so token times can be
+read back (:func:`experiments.sim.results.token_times`).
 """
 
 from __future__ import annotations
@@ -51,6 +75,10 @@ class SimEngine:
         load: this engine's live load report (updated in place at every step and arrival).
         preemptions: requests preempted on this engine.
         steps_done: completed steps.
+        decode_step_flags: per completed step, 1 if the decoding requests got a token in it
+            (always in ``"admission"`` order; in ``"policy"`` order not for a prefill step without
+            mixed chunk), else 0.
+        decode_steps_done: completed decode steps (the sum of ``decode_step_flags``).
     """
 
     def __init__(self, engine_id: int, config: EngineConfig, queue: RequestQueue,
@@ -72,12 +100,16 @@ class SimEngine:
         self.pending_prefill = 0
         self.busy = False
         self.steps_done = 0
+        self.decode_steps_done = 0
+        self.decode_step_flags = bytearray()
         self.step_end_s: list[float] = []
         self.preemptions = 0
         self.load = EngineLoad(engine_id=engine_id, kv_capacity_tokens=self.capacity)
         self._finish_heap: list[tuple[int, int, int, SimRequest]] = []
         self._seq = itertools.count()
         self._scheduled: list[tuple[SimRequest, int]] = []
+        self._step_decodes = False
+        self._last_decode_step = -1
         self._matched_version = -1
 
     # --- KV cache -------------------------------------------------------------------------------
@@ -151,9 +183,10 @@ class SimEngine:
     def _preempt(self, req: SimRequest, now: float) -> None:
         """Drop ``req``'s KV (recompute preemption) and put it back in the waiting queue."""
         if req.decode_from_step >= 0:
-            decoded = self.steps_done - 1 - req.decode_from_step
-            req.segments.append((req.decode_from_step, self.steps_done - 1))
-            req.generated += self.steps_done - req.decode_from_step
+            decoded = self.decode_steps_done - req.decode_from_tick
+            last_step = self._last_decode_step if decoded else req.decode_from_step
+            req.segments.append((req.decode_from_step, last_step))
+            req.generated += decoded + 1
             self.own_tokens -= req.own_tokens + decoded
             self.decode_kv -= req.prompt_tokens + decoded
             self.decode_seqs -= 1
@@ -180,39 +213,38 @@ class SimEngine:
     # --- one step -------------------------------------------------------------------------------
     def begin_step(self, now: float) -> float | None:
         """Schedule the next step at ``now``; returns its duration in seconds, or None when idle."""
-        preempted = False
-        while self.decode_seqs and not self._make_room(self.decode_seqs):
-            self._preempt(self._newest_running(), now)
-            preempted = True
         config = self.config
-        budget = config.max_batched_tokens - self.decode_seqs
+        by_policy = config.prefill_order == "policy"
+        preempted = False
+        if not by_policy:
+            preempted = self._make_decode_room(now)
+        mixed = not by_policy or config.mixed_chunk
+        budget = config.max_batched_tokens - (self.decode_seqs if mixed else 0)
         if config.budget is not None:
             budget = min(budget, config.budget.budget(self.decode_seqs, self.decode_kv))
-        scheduled = self._scheduled
-        for req in list(self.prefilling):
-            if budget <= 0:
-                break
-            if req.trace.request_id not in self.running:
-                continue  # preempted below while making room for an earlier request
-            chunk = min(req.prompt_tokens - req.prefill_pos, budget)
-            while not self._make_room(chunk + self.decode_seqs):
-                victim = self._newest_running()
-                self._preempt(victim, now)
-                preempted = True
-                if victim is req:
-                    break
-            else:
-                self._take_chunk(req, chunk)
-                budget -= chunk
+        decode_room = self.decode_seqs if mixed else 0
+        preempted = self._continue_prefills(budget, decode_room, now) or preempted
+        budget -= sum(chunk for _, chunk in self._scheduled)
         if not preempted:
-            budget = self._admit(budget, now)
+            self._admit(budget, decode_room, now)
+        if not by_policy:
+            self._step_decodes = True
+        elif self._scheduled:
+            self._step_decodes = config.mixed_chunk and self._make_room(self.decode_seqs)
+        else:
+            self._make_decode_room(now)
+            self._step_decodes = True
         self._report(now)
+        scheduled = self._scheduled
         if not scheduled and not self.decode_seqs:
             self.busy = False
             return None
         self.busy = True
-        self.decode_kv += self.decode_seqs  # each decoding request writes one token of KV
-        self.own_tokens += self.decode_seqs
+        decode_seqs = decode_kv = 0
+        if self._step_decodes:
+            self.decode_kv += self.decode_seqs  # each decoding request writes one token of KV
+            self.own_tokens += self.decode_seqs
+            decode_seqs, decode_kv = self.decode_seqs, self.decode_kv
         prefill_tokens = pairs = prefill_kv = 0
         cached_prefill = 0
         for req, chunk in scheduled:
@@ -223,10 +255,39 @@ class SimEngine:
             if before == req.cached_tokens:
                 cached_prefill += req.cached_tokens
         batch = BatchShape(prefill_tokens=prefill_tokens, cached_prefill_tokens=cached_prefill,
-                           decode_seqs=self.decode_seqs,
-                           kv_context_tokens=self.decode_kv + prefill_kv,
+                           decode_seqs=decode_seqs, kv_context_tokens=decode_kv + prefill_kv,
                            prefill_attention_pairs=pairs)
         return self.model.step_seconds(batch, self.moe)
+
+    def _make_decode_room(self, now: float) -> bool:
+        """Preempt the newest running requests until the decodes' next tokens fit; True if any was."""
+        preempted = False
+        while self.decode_seqs and not self._make_room(self.decode_seqs):
+            self._preempt(self._newest_running(), now)
+            preempted = True
+        return preempted
+
+    def _continue_prefills(self, budget: int, decode_room: int, now: float) -> bool:
+        """Schedule the next chunk of each unfinished prefill, in admission order, within
+        ``budget`` tokens and with KV room for ``decode_room`` decode tokens; True if a request
+        had to be preempted to make room."""
+        preempted = False
+        for req in list(self.prefilling):
+            if budget <= 0:
+                break
+            if req.trace.request_id not in self.running:
+                continue  # preempted below while making room for an earlier request
+            chunk = min(req.prompt_tokens - req.prefill_pos, budget)
+            while not self._make_room(chunk + decode_room):
+                victim = self._newest_running()
+                self._preempt(victim, now)
+                preempted = True
+                if victim is req:
+                    break
+            else:
+                self._take_chunk(req, chunk)
+                budget -= chunk
+        return preempted
 
     def _take_chunk(self, req: SimRequest, chunk: int) -> None:
         """Allocate KV for ``chunk`` prompt tokens of ``req`` in this step."""
@@ -236,8 +297,9 @@ class SimEngine:
         self.pending_prefill -= chunk
         self._scheduled.append((req, chunk))
 
-    def _admit(self, budget: int, now: float) -> int:
-        """Admit waiting requests in policy order while they fit; returns the budget left."""
+    def _admit(self, budget: int, decode_room: int, now: float) -> None:
+        """Admit waiting requests in policy order while they fit in ``budget`` tokens, the running
+        limit and the KV cache (with room for ``decode_room`` decode tokens)."""
         config = self.config
         self._rematch_waiting()
         while budget > 0 and self.waiting and len(self.running) < config.max_running:
@@ -250,7 +312,7 @@ class SimEngine:
             cached = matched * BLOCK_TOKENS
             chunk = min(req.prompt_tokens - cached, budget)
             needed = req.prompt_tokens - cached if config.admit_whole_prompt else chunk
-            if not self._make_room(needed + self.decode_seqs):
+            if not self._make_room(needed + decode_room):
                 if node is not None:
                     self.cache.release(node, now)
                 break
@@ -268,13 +330,16 @@ class SimEngine:
             req.pending_estimate = 0
             self._take_chunk(req, chunk)
             budget -= chunk
-        return budget
 
     def end_step(self, now: float) -> None:
         """The scheduled step ends at ``now``: emit first tokens, finish requests."""
         step = self.steps_done
         self.step_end_s.append(now)
         self.steps_done += 1
+        self.decode_step_flags.append(self._step_decodes)
+        if self._step_decodes:
+            self.decode_steps_done += 1
+            self._last_decode_step = step
         completed = False
         prefilled = 0
         for req, chunk in self._scheduled:
@@ -288,10 +353,11 @@ class SimEngine:
         if completed:
             self.prefilling = [r for r in self.prefilling if r.prefill_pos < r.prompt_tokens]
         heap = self._finish_heap
-        while heap and heap[0][0] <= step:  # entries of preempted stretches may lie behind
+        ticks = self.decode_steps_done
+        while heap and heap[0][0] <= ticks:  # entries of preempted stretches may lie behind
             _, _, epoch, req = heapq.heappop(heap)
             if epoch == req.epoch:
-                decoded = step - req.decode_from_step
+                decoded = ticks - req.decode_from_tick
                 self.own_tokens -= req.own_tokens + decoded
                 self.decode_kv -= req.prompt_tokens + decoded
                 self.decode_seqs -= 1
@@ -316,9 +382,10 @@ class SimEngine:
             self._finish(req, step, step, now)
             return
         req.decode_from_step = step
+        req.decode_from_tick = self.decode_steps_done
         self.decode_seqs += 1
         self.decode_kv += req.prompt_tokens
-        heapq.heappush(self._finish_heap, (step + remaining - 1, next(self._seq), req.epoch, req))
+        heapq.heappush(self._finish_heap, (req.decode_from_tick + remaining - 1, next(self._seq), req.epoch, req))
 
     def _finish(self, req: SimRequest, first_step: int, last_step: int, now: float) -> None:
         req.segments.append((first_step, last_step))

@@ -37,6 +37,8 @@ class SimRequest:
         node: deepest pinned prefix-cache node, or None.
         decode_from_step: engine step whose end produced the first token of the current stretch
             (-1 while waiting or prefilling).
+        decode_from_tick: the engine's completed decode steps at that step's end; the request's
+            later tokens come at the following decode steps.
         epoch: bumped on preemption, to invalidate the engine's finish-heap entry.
         segments: ``(first_step, last_step)`` decoding stretches, in engine steps.
         preemptions: times the request was preempted.
@@ -45,7 +47,7 @@ class SimRequest:
     """
 
     __slots__ = ("trace", "dispatch", "waiting", "engine_id", "generated", "prompt_tokens",
-                 "prefill_pos", "cached_tokens", "own_tokens", "node", "decode_from_step", "epoch",
+                 "prefill_pos", "cached_tokens", "own_tokens", "node", "decode_from_step", "decode_from_tick", "epoch",
                  "segments", "preemptions", "finished", "failed", "error", "hit_tokens",
                  "pending_estimate")
 
@@ -72,6 +74,7 @@ class SimRequest:
         self.own_tokens = 0
         self.node: CacheNode | None = None
         self.decode_from_step = -1
+        self.decode_from_tick = 0
         self.epoch = 0
         self.segments: list[tuple[int, int]] = []
         self.preemptions = 0

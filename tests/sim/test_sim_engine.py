@@ -48,6 +48,11 @@ def checked_engines(monkeypatch):
     monkeypatch.setattr(SimEngine, "end_step", checked_end)
 
 
+#: (prefill_order, mixed_chunk) of the step-forming modes: vLLM V1, stock SGLang, SGLang mixed chunk
+STEP_MODES = [{"prefill_order": "admission"}, {"prefill_order": "policy"},
+              {"prefill_order": "policy", "mixed_chunk": True}]
+
+
 @st.composite
 def workloads(draw):
     n = draw(st.integers(1, 25))
@@ -64,18 +69,17 @@ def workloads(draw):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(workload=workloads(), capacity=st.integers(600, 6_000), max_running=st.integers(1, 16),
        budget=st.integers(16, 4096), whole=st.booleans(), engines=st.integers(1, 3),
-       policy=st.sampled_from(["fcfs", "lpm", "sjf-aging"]))
+       policy=st.sampled_from(["fcfs", "lpm", "sjf-aging"]), mode=st.sampled_from(STEP_MODES))
 def test_kv_accounting_stays_in_bounds_and_no_request_is_lost(
-        checked_engines, run_sim, step_model, workload, capacity, max_running, budget, whole, engines, policy):
+        checked_engines, run_sim, step_model, workload, capacity, max_running, budget, whole, engines, policy, mode):
     result = run_sim(workload, step_model, engines=engines, policy=policy, kv_capacity_tokens=capacity,
-                     max_running=max_running, max_batched_tokens=budget, admit_whole_prompt=whole)
+                     max_running=max_running, max_batched_tokens=budget, admit_whole_prompt=whole, **mode)
     assert len(result.requests) == len(workload)
     for req in result.requests:
         too_long = req.trace.input_tokens + req.trace.output_tokens > capacity
         assert req.failed == too_long and req.finished != too_long
         if req.finished:
-            ends = result.engines[req.engine_id].step_end_s
-            times = token_times(req, ends)
+            times = token_times(req, result.engines[req.engine_id])
             assert len(times) == req.trace.output_tokens
             assert times[0] > req.trace.arrival_s and np.all(np.diff(times) > 0)
     for engine in result.engines:  # drained: no KV held outside the cache, nothing pinned
@@ -116,7 +120,7 @@ def test_preempted_requests_finish_with_all_their_tokens(checked_engines, run_si
     assert any(r.preemptions for r in result.requests)
     for req in result.requests:
         assert req.finished
-        assert len(token_times(req, result.engines[0].step_end_s)) == 600
+        assert len(token_times(req, result.engines[0])) == 600
 
 
 def _records(result):
@@ -136,9 +140,10 @@ def test_same_seed_gives_the_same_result(run_sim, step_model):
     assert _records(first) != _records(other)
 
 
-def test_pooled_itl_equals_numpy_over_the_per_request_gaps(run_sim, step_model):
+@pytest.mark.parametrize("mode", STEP_MODES)
+def test_pooled_itl_equals_numpy_over_the_per_request_gaps(run_sim, step_model, mode):
     workload = [TraceRequest(f"r{i}", 0.01 * i, 300 + 37 * i, 50 + 13 * i) for i in range(40)]
-    result = run_sim(workload, step_model, engines=2, kv_capacity_tokens=6000, max_batched_tokens=512)
+    result = run_sim(workload, step_model, engines=2, kv_capacity_tokens=6000, max_batched_tokens=512, **mode)
     assert result.preemptions > 0  # gaps across a preemption are covered too
     run = run_result(result, "x", {}, include_itl=True)
     gaps = np.concatenate([r.itl_ms for r in run.requests])
