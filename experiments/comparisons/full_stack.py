@@ -27,8 +27,10 @@ unreachable by decode alone and starves prefill (Azure conv mean TTFT 8.2x of vl
 
 Expert placements are solved on routing statistics (default: the bundled OLMoE arxiv counts, a
 stand-in: no Qwen3 routing data is bundled) for the expert-parallel GPUs of an engine
-(:mod:`.placements`), 0 redundant replicas (SGLang's default; at EP8 one redundant slot per GPU
-would cost 94 x 37.7 MB = 3.5 GB of its 10.2 GB KV budget). The presets were fitted to vLLM without
+(:mod:`.placements`), 0 redundant replicas by default (SGLang's default). ``--num-redundant N``
+gives EPLB and the solver N replicas and charges their weights to those stacks' KV
+(:func:`redundant_expert_kv_tokens` each: at EP8 one replica per GPU, N = 8, costs 147k of the
+420k tokens). The presets were fitted to vLLM without
 EPLB, so their MoE terms are anchored at the trivial placement's imbalance
 (``placements.anchored_model``): only a placement better than vLLM's changes step times.
 
@@ -124,6 +126,14 @@ STREAM_FLOOR_STACKS = ("sglang", OURS, f"{OURS}+budget")
 TARGET_STACKS = (OURS, f"{OURS}+budget", f"{OURS}@{STREAM_FLOOR}", f"{OURS}+budget@{STREAM_FLOOR}")
 
 
+def redundant_expert_kv_tokens(gpu_model: str) -> int:
+    """KV tokens one redundant expert replica displaces: its gate/up/down weights at every layer
+    (BF16) over the KV bytes of a token (EP8: 94 x 37.7 MB = 3.55 GB / 192,512 B = 18,432)."""
+    shape = DEPLOYMENTS[gpu_model].shape
+    expert_bytes = shape.layers * 3 * shape.hidden * shape.expert_ffn * shape.bytes_per_param
+    return -(-expert_bytes // shape.kv_bytes_per_token)
+
+
 def ablation_label(label: str, variant: str) -> str:
     """Stack label of ablation stack ``label`` in ``variant`` (the plain label for the default model)."""
     return label if variant == DEFAULT_EXECUTION_MODEL else f"{label}@{variant}"
@@ -215,7 +225,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="routing statistics the placements are solved and evaluated on")
     parser.add_argument("--routing-domain", default="arxiv", help="domain of a bundled routing file")
     parser.add_argument("--num-redundant", type=int, default=0,
-                        help="redundant expert replicas of eplb and solver (SGLang's default: 0)")
+                        help="redundant expert replicas of eplb and solver, their weights charged to those stacks' KV (SGLang's default: 0)")
     parser.add_argument("--solve-time-s", type=float, default=30.0, help="solver time limit (s)")
     parser.add_argument("--placement", help="solver placement JSON from 'moesched place' (skips solving)")
 
@@ -229,6 +239,10 @@ def run(args: argparse.Namespace) -> int:
     if args.engines < 1 or args.tpot_budget_ms <= 0 or args.solve_time_s <= 0:
         raise ValueError("--engines: expected >= 1; --tpot-budget-ms and --solve-time-s: expected > 0")
     out = Path(args.out or spec.out)
+    replicated_kv = spec.engine.kv_capacity_tokens - args.num_redundant * redundant_expert_kv_tokens(spec.gpu_model)
+    if replicated_kv < spec.engine.kv_capacity_tokens // 4:
+        raise ValueError(f"--num-redundant: {args.num_redundant} replicas would leave {replicated_kv} of the "
+                         f"{spec.engine.kv_capacity_tokens} KV tokens per engine; expected fewer replicas")
     placements = build_placements(args.routing_stats, args.routing_domain, spec.ep_gpus, args.num_redundant,
                                   args.solve_time_s, args.placement)
     model = anchored_model(preset_model(spec.gpu_model), placements.factors[DEFAULT_EXECUTION_MODEL]["trivial"])
@@ -240,6 +254,14 @@ def run(args: argparse.Namespace) -> int:
                 for variant, _, full in ABLATION_VARIANTS if not full for label in ABLATION}
     clusters |= {f"{label}@{STREAM_FLOOR}": replace(cluster, model=floored, model_name=floored.name)
                  for label in STREAM_FLOOR_STACKS}
+
+    def stack_cluster(stack: Stack) -> Cluster:
+        """The stack's cluster: its model variant, and less KV when its placement holds replicas."""
+        on = clusters.get(stack.label, cluster)
+        if args.num_redundant and not (stack.placement or "").startswith("trivial"):
+            on = replace(on, engine=replace(on.engine, kv_capacity_tokens=replicated_kv))
+        return on
+
     todo = stacks(args.tpot_budget_ms)
     all_runs: list[RunResult] = []
     per_trace: dict[str, list[RunResult]] = {}
@@ -251,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
             capacities[name] = offered.to_dict()
             runs: dict[str, RunResult] = {}
             for stack in todo:
-                runs[stack.label] = run_stack(stack, clusters.get(stack.label, cluster), requests, slo, workload)
+                runs[stack.label] = run_stack(stack, stack_cluster(stack), requests, slo, workload)
                 bar.update()
             if name in TARGET_TRACES:
                 targets += trace_targets(name, runs)
@@ -277,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
         "![ratios](ratios.png)"]) + "\n"
     comparison = {
         "cluster": args.cluster, "ep_gpus": spec.ep_gpus, "kv_capacity_tokens": spec.engine.kv_capacity_tokens,
+        "num_redundant": args.num_redundant, "kv_capacity_tokens_with_replicas": replicated_kv,
         "expert_stream_floor_s": floored.floor_s, "tpot_budget_ms": args.tpot_budget_ms,
         "capacities": capacities, "targets": [t.to_dict() for t in targets], "gpu_model": model.name,
         "engines": args.engines, "quick": args.quick, "routing_stats": placements.source,

@@ -1,5 +1,5 @@
 """The full-stack clusters: anchoring at the trivial placement, the expert-streaming floor, the EP8
-cluster's KV arithmetic and its quick run."""
+cluster's KV arithmetic (replicas charged to KV) and its quick run."""
 
 import json
 
@@ -58,16 +58,29 @@ def test_ep8_kv_capacity_follows_from_memory():
     assert 0.98 * budget_tokens < capacity <= budget_tokens
 
 
-def test_full_stack_ep8_quick(tmp_path):
+def test_full_stack_ep8_quick_charges_replicas_to_kv(tmp_path):
     out = tmp_path / "fs8"
     code = full_stack.main(["--cluster", "ep8", "--quick", "--traces", "mooncake", "--requests", "120",
                             "--capacity-requests", "400", "--engines", "1", "--solve-time-s", "2",
-                            "--no-progress", "--out", str(out)])
+                            "--num-redundant", "8", "--no-progress", "--out", str(out)])
     assert code == 0
-    comparison = json.loads((out / "summary.json").read_text())["comparison"]
+    summary = json.loads((out / "summary.json").read_text())
+    comparison = summary["comparison"]
     assert comparison["cluster"] == "ep8" and comparison["ep_gpus"] == 8
     assert comparison["gpu_model"].startswith(EP8_MODEL)
     placements = comparison["placements"]
     assert placements["eplb"]["imbalance"] < placements["trivial"]["imbalance"]
     assert placements["trivial"]["remote_fraction"]["deepep-low-latency"] == pytest.approx(7 / 8)
     assert len(comparison["targets"]) == 3 * len(full_stack.TARGET_STACKS)
+    # 8 replicas of a 94 x 37.7 MB expert displace 8 x 18,432 KV tokens, in the stacks that hold them only
+    full = full_stack.CLUSTERS["ep8"].engine.kv_capacity_tokens
+    kv = {run["label"].split("/", 1)[1]: run["config"]["kv_capacity_tokens"] for run in summary["runs"]}
+    assert kv["vllm"] == kv["sglang-no-eplb"] == full
+    assert kv["sglang"] == kv["moesched"] == kv["sglang+placement@affinity"] == full - 8 * 18_432
+
+
+def test_too_many_replicas_are_refused(tmp_path, capsys):
+    code = full_stack.main(["--cluster", "ep8", "--quick", "--traces", "mooncake", "--num-redundant", "64",
+                            "--solve-time-s", "1", "--no-progress", "--out", str(tmp_path / "x")])
+    assert code == 2 and "--num-redundant" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
