@@ -9,7 +9,7 @@ seconds with a :class:`~perf_model.batch.StepTimeModel` against a reference deco
     prefill_s = step_seconds(prefill=U, cached_prefill=K, decode_seqs=B,
                              kv_context=B*C + U + K) - base
     decode_s  = step_seconds(decode_seqs=B+1, kv_context=(B+1)*C) - base        # per token
-    size_s    = prefill_s + predicted_remaining_output * decode_s
+    size_s    = prefill_s + decode_weight * predicted_remaining_output * decode_s
 
 where ``U`` is what the request must (re)compute, ``prompt + generated - cached`` tokens (a
 preempted request recomputes its prompt and the output it already produced, as SGLang's retraction
@@ -18,7 +18,8 @@ extra time the request's prefill adds to a step that also decodes the reference 
 ``decode_s`` is the marginal time of one more sequence in a decode step (what the request costs
 every other running request, per output token). ``decode_s`` does not depend on the request and
 is computed once; prefill costs are memoised per ``(U, K)`` pair rounded up to
-``prefill_granularity`` tokens.
+``prefill_granularity`` tokens. ``decode_weight`` (default 1) scales the decode part: it is the
+share of a request's decode time the order should count against it (0 = prefill-only).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class JobSizeEstimator:
             size a host knows for sure) or ``"none"`` (prefill-only job size, as Gimbal and
             SGLang's hrrn use).
         predictor: the predictor to use with ``"predictor"`` (a default one if None).
+        decode_weight: factor on the predicted decode seconds (>= 0; 1 = engine time, 0 = the
+            same order as ``"none"``).
         reference_decode_seqs: ``B``, sequences in the reference decode batch (>= 1).
         reference_context_tokens: ``C``, KV tokens per reference sequence.
         prefill_granularity: prefill lengths are rounded up to a multiple of this (tokens) before
@@ -54,6 +57,7 @@ class JobSizeEstimator:
         step_model: StepTimeModel,
         output_estimate: str = "predictor",
         predictor: OutputLengthPredictor | None = None,
+        decode_weight: float = 1.0,
         reference_decode_seqs: int = 32,
         reference_context_tokens: int = 1024,
         prefill_granularity: int = 16,
@@ -63,6 +67,8 @@ class JobSizeEstimator:
                 "reference_decode_seqs must be >= 1, reference_context_tokens >= 0, "
                 "prefill_granularity >= 1"
             )
+        if not decode_weight >= 0:
+            raise ValueError(f"decode_weight must be >= 0, got {decode_weight}")
         if output_estimate not in OUTPUT_ESTIMATES:
             raise ValueError(
                 f"output_estimate must be one of {', '.join(OUTPUT_ESTIMATES)}, got {output_estimate!r}"
@@ -70,6 +76,7 @@ class JobSizeEstimator:
         self.step_model = step_model
         self.output_estimate = output_estimate
         self.predictor = predictor if predictor is not None else OutputLengthPredictor()
+        self.decode_weight = decode_weight
         self.granularity = prefill_granularity
         self._decode_seqs = reference_decode_seqs
         self._decode_kv = reference_decode_seqs * reference_context_tokens
@@ -112,5 +119,7 @@ class JobSizeEstimator:
         return 0.0
 
     def seconds(self, request: WaitingRequest) -> float:
-        """Job size of ``request`` in seconds: prefill time + remaining output x decode time."""
-        return self.prefill_seconds(request) + self.remaining_output_tokens(request) * self.decode_token_s
+        """Job size of ``request`` in seconds: prefill time + decode_weight x remaining output x
+        decode time."""
+        decode_s = self.remaining_output_tokens(request) * self.decode_token_s
+        return self.prefill_seconds(request) + self.decode_weight * decode_s

@@ -5,7 +5,7 @@ Score of a waiting request ``r`` at host time ``t`` (smaller is admitted first):
     score(r, t) = size_s(r) - aging_rate * (t - r.enqueue_s) - priority_weight_s * r.priority
 
 ``size_s`` is the job size in seconds of engine time (:class:`~request_sched.job_size.JobSizeEstimator`:
-uncached prefill + predicted remaining output x marginal decode time). ``aging_rate`` is
+uncached prefill + ``decode_weight`` x predicted remaining output x marginal decode time). ``aging_rate`` is
 dimensionless (seconds of job size forgiven per second waited); ``priority_weight_s`` is seconds
 of job size forgiven per priority class.
 
@@ -64,12 +64,18 @@ class SjfAgingQueue(RequestQueue):
         priority_weight_s: seconds of job size forgiven per priority class (>= 0).
         output_estimate: ``"predictor"``, ``"max_tokens"`` or ``"none"`` (see
             :class:`JobSizeEstimator`); ``"none"`` turns the predictor off.
+        decode_weight: factor on the predicted decode seconds of the job size (>= 0; see
+            :class:`JobSizeEstimator`). Default 0.2: TTFT is waiting + prefill, so the order
+            weighs the prefill fully and a fifth of the predicted decode (which still ranks a
+            long answer behind a short one of the same prompt); chosen from the sweep of
+            docs/comparisons.md (Azure conv + code, loads 0.85-0.95, P99 TTFT 0.94-1.07x FCFS
+            vs 1.00-1.36x with weight 1).
         predictor: output-length predictor to share (a default one if None).
         cap_by_max_tokens: whether the default predictor caps its estimates by each request's
             ``max_new_tokens`` (:class:`OutputLengthPredictor`); False when clients set
             ``max_tokens`` to the true output length (trace replays), where the cap is an oracle.
             Only for the default predictor (a given ``predictor`` keeps its own setting).
-        job_size: a ready estimator; overrides ``step_model``/``output_estimate``/``predictor``.
+        job_size: a ready estimator; overrides ``step_model``/``output_estimate``/``decode_weight``/``predictor``.
     """
 
     def __init__(
@@ -79,6 +85,7 @@ class SjfAgingQueue(RequestQueue):
         max_wait_s: float = 10.0,
         priority_weight_s: float = 1.0,
         output_estimate: str = "predictor",
+        decode_weight: float = 0.2,
         predictor: OutputLengthPredictor | None = None,
         job_size: JobSizeEstimator | None = None,
         cap_by_max_tokens: bool = True,
@@ -96,7 +103,8 @@ class SjfAgingQueue(RequestQueue):
             if predictor is None:
                 predictor = OutputLengthPredictor(cap_by_max_tokens=cap_by_max_tokens)
             model = resolve_model(step_model) if isinstance(step_model, str) else step_model
-            job_size = JobSizeEstimator(model, output_estimate=output_estimate, predictor=predictor)
+            job_size = JobSizeEstimator(model, output_estimate=output_estimate, predictor=predictor,
+                                        decode_weight=decode_weight)
         self.job_size = job_size
         self.aging_rate = aging_rate
         self.max_wait_s = max_wait_s

@@ -36,3 +36,13 @@ def test_output_estimate_modes_and_bad_mode(linear_model):
     assert pred.remaining_output_tokens(_req(max_new=4096)) == pred.predictor.prior_output_tokens
     with pytest.raises(ValueError, match="output_estimate"):
         JobSizeEstimator(linear_model, output_estimate="oracle")
+
+
+def test_decode_weight_scales_only_the_decode_part(linear_model):
+    full = JobSizeEstimator(linear_model, output_estimate="max_tokens")
+    fifth = JobSizeEstimator(linear_model, output_estimate="max_tokens", decode_weight=0.2)
+    r = _req(max_new=500)
+    prefill = full.prefill_seconds(r)
+    assert fifth.seconds(r) - prefill == pytest.approx(0.2 * (full.seconds(r) - prefill))
+    with pytest.raises(ValueError, match="decode_weight"):
+        JobSizeEstimator(linear_model, decode_weight=-1.0)

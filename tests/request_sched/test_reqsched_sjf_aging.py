@@ -48,14 +48,15 @@ def test_static_key_agrees_with_brute_force_ranking(linear_model, specs, rate, m
 
 
 @settings(deadline=None)  # timing varies on a shared machine
-@given(specs=_specs)
-def test_without_aging_and_with_exact_sizes_the_order_is_exact_sjf(linear_model, specs):
-    q = _queue(linear_model, aging_rate=0.0, max_wait_s=math.inf, priority_weight_s=0.0)
+@given(specs=_specs, decode_weight=st.floats(0, 2))
+def test_without_aging_and_with_exact_sizes_the_order_is_exact_sjf(linear_model, specs, decode_weight):
+    q = _queue(linear_model, aging_rate=0.0, max_wait_s=math.inf, priority_weight_s=0.0,
+               decode_weight=decode_weight)
     m = linear_model
     decode_s = m.per_seq_s + m.per_kv_s * 1024  # reference batch: 32 seqs of 1024 tokens
 
-    def true_size(r):  # independent of the estimator: prefill + output x marginal decode
-        return (m.per_prefill_s + m.per_kv_s) * r.prompt_tokens + r.max_new_tokens * decode_s
+    def true_size(r):  # independent of the estimator: prefill + weight x output x marginal decode
+        return (m.per_prefill_s + m.per_kv_s) * r.prompt_tokens + decode_weight * r.max_new_tokens * decode_s
 
     reqs = _requests(specs)
     for r in reqs:
