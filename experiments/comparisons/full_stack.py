@@ -45,24 +45,30 @@ uses DeepEP normal mode, one copy per destination GPU whatever the placement). T
 ``@stream-floor`` rows run :class:`.placements.ExpertStreamFloor`: a placement cannot push the
 per-expert weight-streaming cost below its HBM roofline (binds at EP8 only).
 
-Stacks (same requests, same hardware):
+Stacks (same requests, same hardware). Step forming (``Stack.prefill_order``, ``mixed_chunk``;
+:mod:`experiments.sim.engine`): ``vllm`` runs vLLM V1's (every step mixes decodes with prefill
+chunks, first-chunk admission); every other stack runs SGLang 0.5.23's (prefill batches taken in
+the request policy's order run before the decodes, whole-prompt admission), without mixed chunk
+(SGLang's default) unless the label says ``+mixed-chunk`` (``--enable-mixed-chunk``).
 
 | label | request policy | dispatch | placement | admission |
 |---|---|---|---|---|
 | vllm | fcfs | round-robin | trivial | first chunk (V1) |
 | sglang | fcfs | round-robin | eplb | whole prompt |
 | sglang-no-eplb | fcfs | round-robin | trivial (launch without ``--enable-eplb``) | whole prompt |
+| sglang+mixed-chunk | fcfs | round-robin | eplb, launched with ``--enable-mixed-chunk`` | whole prompt |
 | sglang+request | sjf-aging | round-robin | eplb | whole prompt |
 | sglang+dispatch | fcfs | scored | eplb | whole prompt |
 | sglang+placement | fcfs | round-robin | solver | whole prompt |
 | moesched | sjf-aging | scored | solver | whole prompt |
-| moesched+budget | sjf-aging + SLO prefill token budget (TPOT 50 ms at ep2, 60 ms at ep8) | scored | solver | whole prompt |
+| moesched+mixed-chunk | sjf-aging, ``--enable-mixed-chunk`` | scored | solver | whole prompt |
+| moesched+mixed-chunk+budget | the same + SLO prefill token budget (TPOT 50 ms at ep2, 60 ms at ep8) | scored | solver | whole prompt |
 | sglang@affinity, sglang+placement@affinity | fcfs | round-robin | eplb, solver (affinity execution) | whole prompt |
 | sglang@affinity-decode, sglang+placement@affinity-decode | fcfs | round-robin | eplb, solver (affinity, decode tokens only) | whole prompt |
-| sglang@stream-floor, moesched@stream-floor, moesched+budget@stream-floor | as without the suffix | | | |
+| sglang, sglang+mixed-chunk, moesched, moesched+mixed-chunk ``@stream-floor`` | as without the suffix | | | |
 
 Capacity per trace: saturating run of the ``vllm`` stack (:mod:`.capacity`); offered load
-``--load`` x that. Targets (issue 7) on Azure conv and Mooncake, for moesched and moesched+budget:
+``--load`` x that. Targets (issue 7) on Azure conv and Mooncake, for the :data:`TARGET_STACKS`:
 mean TTFT <= 0.5x vllm, mean TPOT <= 0.7x vllm, output throughput >= 1.0x vllm.
 """
 
@@ -121,9 +127,10 @@ ABLATION_VARIANTS = (("deepep-low-latency", "deepep-low-latency", True), ("affin
                      ("affinity-decode", "affinity", False))
 #: stacks re-run with the placement's weight-streaming gain floored at the roofline
 STREAM_FLOOR = "stream-floor"
-STREAM_FLOOR_STACKS = ("sglang", OURS, f"{OURS}+budget")
+STREAM_FLOOR_STACKS = ("sglang", "sglang+mixed-chunk", OURS, f"{OURS}+mixed-chunk")
 #: stacks checked against issue 7's targets (vs BASELINE)
-TARGET_STACKS = (OURS, f"{OURS}+budget", f"{OURS}@{STREAM_FLOOR}", f"{OURS}+budget@{STREAM_FLOOR}")
+TARGET_STACKS = (OURS, f"{OURS}+mixed-chunk", f"{OURS}+mixed-chunk+budget", f"{OURS}@{STREAM_FLOOR}",
+                 f"{OURS}+mixed-chunk@{STREAM_FLOOR}")
 
 
 def redundant_expert_kv_tokens(gpu_model: str) -> int:
@@ -147,17 +154,21 @@ def stacks(tpot_budget_ms: float) -> list[Stack]:
 
 
 def _main_stacks(tpot_budget_ms: float) -> list[Stack]:
+    sglang = {"prefill_order": "policy"}  # SGLang 0.5.23 step forming; stock: no mixed chunk
     return [
         Stack("vllm", placement="trivial", admit_whole_prompt=False),
-        Stack("sglang", placement="eplb"),
-        Stack("sglang-no-eplb", placement="trivial"),
-        Stack("sglang+request", policy="sjf-aging", placement="eplb"),
-        Stack("sglang+dispatch", dispatch="scored", placement="eplb"),
-        Stack("sglang+placement", placement="solver"),
-        Stack(OURS, policy="sjf-aging", dispatch="scored", placement="solver"),
-        Stack(f"{OURS}+budget", policy="sjf-aging", dispatch="scored", placement="solver",
-              tpot_budget_ms=tpot_budget_ms),
-        *(Stack(ablation_label(label, variant), placement=factor_key(placement, execution))
+        Stack("sglang", placement="eplb", **sglang),
+        Stack("sglang-no-eplb", placement="trivial", **sglang),
+        Stack("sglang+mixed-chunk", placement="eplb", mixed_chunk=True, **sglang),
+        Stack("sglang+request", policy="sjf-aging", placement="eplb", **sglang),
+        Stack("sglang+dispatch", dispatch="scored", placement="eplb", **sglang),
+        Stack("sglang+placement", placement="solver", **sglang),
+        Stack(OURS, policy="sjf-aging", dispatch="scored", placement="solver", **sglang),
+        Stack(f"{OURS}+mixed-chunk", policy="sjf-aging", dispatch="scored", placement="solver",
+              mixed_chunk=True, **sglang),
+        Stack(f"{OURS}+mixed-chunk+budget", policy="sjf-aging", dispatch="scored", placement="solver",
+              mixed_chunk=True, tpot_budget_ms=tpot_budget_ms, **sglang),
+        *(Stack(ablation_label(label, variant), placement=factor_key(placement, execution), **sglang)
           for variant, execution, _ in ABLATION_VARIANTS if variant != DEFAULT_EXECUTION_MODEL
           for label, placement in zip(ABLATION, ("eplb", "solver"))),
     ]
