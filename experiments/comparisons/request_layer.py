@@ -3,13 +3,23 @@
     python -m experiments.comparisons.request_layer [--quick] [--out results/comparisons/request_layer]
 
 Per trace, on one simulated engine (``qwen3-30b-a3b-h100`` step model, 256 running, 8,192 tokens
-per step, 160,000 KV tokens, round robin is moot): find FCFS's capacity (:mod:`.capacity`),
-replay the trace at ``--load`` x capacity and run, on the same requests, FCFS (vLLM/SGLang
-default), SGLang's hrrn, vLLM's sjf, sjf-aging (ours, the policy's defaults), sjf-aging with the
-SLO-aware prefill token budget, and sjf-aging over a sweep of aging rates. Targets (issue 4):
-sjf-aging's mean TTFT <= 0.5x FCFS and <= 0.8x hrrn and vllm-sjf; P99 TTFT <= 1.0x FCFS; mean
-TPOT <= 1.05x FCFS. Prints the tables, writes ``runs.json``, ``summary.json``, ``report.md`` and
-plots under ``--out``.
+per step, 160,000 KV tokens), on the same replayed requests:
+
+- SGLang 0.5.23 step forming (``EngineConfig.prefill_order="policy"``: prefill batches taken
+  from the waiting queue in policy order) launched with ``--enable-mixed-chunk`` (decodes join
+  prefill steps), the setting this project's launch uses: FCFS (SGLang's default policy; the
+  baseline of every ratio), SGLang's hrrn and lpm, sjf-aging (ours, the policy's defaults), ours
+  with the SLO-aware prefill token budget, and sweeps of ours over the aging rate and the decode
+  weight of the job size;
+- stock SGLang (no mixed chunk: decodes wait for every prefill step): FCFS, hrrn and ours, so
+  the gain of the flag alone is visible;
+- vLLM V1 step forming (``prefill_order="admission"``): FCFS and vLLM's sjf.
+
+Capacity (:mod:`.capacity`) is FCFS's with mixed chunk (equal to vLLM V1 FCFS's: with FCFS the
+two step formings schedule the same batches); stock SGLang's own capacity is measured too and
+reported. Targets (issue 4): sjf-aging's mean TTFT <= 0.5x FCFS and <= 0.8x hrrn and vllm-sjf;
+P99 TTFT <= 1.0x FCFS; mean TPOT <= 1.05x FCFS. Prints the tables, writes ``runs.json``,
+``summary.json``, ``report.md`` and plots under ``--out``.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.comparisons.capacity import saturation_capacity
 from experiments.comparisons.cli_common import add_common_arguments, parse_common, progress, replays, script_main
 from experiments.comparisons.report import (
     Target, comparison_table, metric, publish, ratio_bars, ratio_target, sweep_plot, targets_table, trace_runs,
@@ -29,21 +40,48 @@ from perf_model.model_file import resolve_model
 
 GPU_MODEL = "qwen3-30b-a3b-h100"
 OURS = "sjf-aging"
+BASELINE = "fcfs"
+#: suffix of the stock-SGLang rows (no ``--enable-mixed-chunk``)
+STOCK = "@no-mixed"
 AGING_RATES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.5)
 QUICK_AGING_RATES = (0.0, 0.01, 0.5)
+DECODE_WEIGHTS = (0.0, 0.1, 0.2, 0.5, 1.0)
+SGLANG_MIXED = {"prefill_order": "policy", "mixed_chunk": True}
+SGLANG_STOCK = {"prefill_order": "policy", "mixed_chunk": False}
 
 
 def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...]) -> list[Stack]:
-    """The compared policies, then the aging sweep (labels ``aging=<rate>``)."""
-    main = [Stack("fcfs"), Stack("hrrn", policy="hrrn"), Stack("vllm-sjf", policy="vllm-sjf"),
-            Stack(OURS, policy="sjf-aging"),
-            Stack(f"{OURS}+budget", policy="sjf-aging", tpot_budget_ms=tpot_budget_ms)]
-    sweep = [Stack(f"aging={a:g}", policy="sjf-aging", policy_options={"aging_rate": a}) for a in aging_rates]
-    return main + sweep
+    """The compared stacks (FCFS with mixed chunk first: capacity and ratio baseline), then the
+    sweeps of ours over a policy option (labels ``aging_rate=<rate>``, ``decode_weight=<w>``)."""
+    main = [Stack(BASELINE, **SGLANG_MIXED), Stack("hrrn", policy="hrrn", **SGLANG_MIXED),
+            Stack("lpm", policy="lpm", **SGLANG_MIXED), Stack(OURS, policy="sjf-aging", **SGLANG_MIXED),
+            Stack(f"{OURS}+budget", policy="sjf-aging", tpot_budget_ms=tpot_budget_ms, **SGLANG_MIXED),
+            Stack(BASELINE + STOCK, **SGLANG_STOCK), Stack("hrrn" + STOCK, policy="hrrn", **SGLANG_STOCK),
+            Stack(OURS + STOCK, policy="sjf-aging", **SGLANG_STOCK),
+            Stack("vllm-fcfs", prefill_order="admission"), Stack("vllm-sjf", policy="vllm-sjf", prefill_order="admission")]
+    aging = [Stack(f"aging_rate={a:g}", policy="sjf-aging", policy_options={"aging_rate": a}, **SGLANG_MIXED)
+             for a in aging_rates]
+    weights = [Stack(f"decode_weight={w:g}", policy="sjf-aging", policy_options={"decode_weight": w}, **SGLANG_MIXED)
+               for w in DECODE_WEIGHTS]
+    return main + aging + weights
+
+
+def step_forming(stack: Stack) -> str:
+    """How ``stack``'s engine forms steps, for the tables."""
+    if stack.prefill_order == "admission":
+        return "vLLM V1"
+    return "SGLang, mixed chunk" if stack.mixed_chunk else "SGLang stock (no mixed chunk)"
+
+
+def forming_table(compared: list[Stack]) -> str:
+    """Markdown table: each compared stack's policy and step forming (sweeps: as ``sjf-aging``)."""
+    lines = ["| config | policy | step forming |", "|---|---|---|"]
+    lines += [f"| {s.label} | {s.policy} | {step_forming(s)} |" for s in compared]
+    return "\n".join(lines)
 
 
 def trace_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
-    ours, fcfs = runs[OURS], runs["fcfs"]
+    ours, fcfs = runs[OURS], runs[BASELINE]
     return [ratio_target(scope, ours, fcfs, "ttft_ms.mean", 0.5),
             ratio_target(scope, ours, runs["hrrn"], "ttft_ms.mean", 0.8),
             ratio_target(scope, ours, runs["vllm-sjf"], "ttft_ms.mean", 0.8),
@@ -51,13 +89,21 @@ def trace_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
             ratio_target(scope, ours, fcfs, "tpot_ms.mean", 1.05)]
 
 
-def sweep_points(runs: dict[str, RunResult], aging_rates: tuple[float, ...]) -> list[dict[str, float]]:
-    """Mean / P99 / max TTFT (ms) per aging rate."""
+def stock_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
+    """The issue's FCFS targets against stock SGLang's launch (FCFS, no mixed chunk): what the
+    launch command (policy + ``--enable-mixed-chunk``) gains over it."""
+    ours, stock = runs[OURS], runs[BASELINE + STOCK]
+    return [ratio_target(scope, ours, stock, "ttft_ms.mean", 0.5), ratio_target(scope, ours, stock, "ttft_ms.p99", 1.0),
+            ratio_target(scope, ours, stock, "tpot_ms.mean", 1.05)]
+
+
+def sweep_points(runs: dict[str, RunResult], option: str, values: tuple[float, ...]) -> list[dict[str, float]]:
+    """Mean / P99 / max TTFT and mean TPOT (ms) of the sweep runs ``<option>=<value>``."""
     points = []
-    for a in aging_rates:
-        run = runs[f"aging={a:g}"]
+    for v in values:
+        run = runs[f"{option}={v:g}"]
         max_ttft = max((r.ttft_ms for r in run.requests if r.ttft_ms is not None), default=0.0)
-        points.append({"aging_rate": a, "ttft_mean_ms": metric(run, "ttft_ms.mean") or 0.0,
+        points.append({option: v, "ttft_mean_ms": metric(run, "ttft_ms.mean") or 0.0,
                        "ttft_p99_ms": metric(run, "ttft_ms.p99") or 0.0, "ttft_max_ms": max_ttft,
                        "tpot_mean_ms": metric(run, "tpot_ms.mean") or 0.0})
     return points
@@ -79,38 +125,55 @@ def run(args: argparse.Namespace) -> int:
     cluster = Cluster(engines=args.engines, engine=EngineConfig(), model=resolve_model(GPU_MODEL),
                       model_name=GPU_MODEL)
     todo = stacks(args.tpot_budget_ms, aging_rates)
+    stock = next(s for s in todo if s.label == BASELINE + STOCK)
     out = Path(args.out)
     all_runs: list[RunResult] = []
     per_trace: dict[str, list[RunResult]] = {}
-    capacities, targets, sweeps, sections = {}, [], {}, []
-    with progress(len(traces) * (len(todo) + 1), args.no_progress, "request layer") as bar:
-        recorded = ((trace.name, trace.load(n_requests)) for trace in traces)
-        for replay in replays(recorded, todo[0], cluster, n_capacity, args.load, bar):
+    capacities, stock_capacities, targets, vs_stock, sweeps, sections = {}, {}, [], [], {}, []
+    recorded = {trace.name: trace.load(n_requests) for trace in traces}
+    with progress(len(traces) * (len(todo) + 2), args.no_progress, "request layer") as bar:
+        for replay in replays(recorded.items(), todo[0], cluster, n_capacity, args.load, bar):
             name, offered, requests, workload = replay.trace, replay.offered, replay.requests, replay.workload()
             capacities[name] = offered.to_dict()
+            stock_capacities[name] = saturation_capacity(stock, cluster, recorded[name], n_capacity).to_dict()
+            bar.update()
             runs: dict[str, RunResult] = {}
             for stack in todo:
                 runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
                 bar.update()
             targets += trace_targets(name, runs)
-            sweeps[name] = sweep_points(runs, aging_rates)
-            main = [runs[s.label] for s in todo if not s.label.startswith("aging=")]
+            vs_stock += stock_targets(name, runs)
+            sweeps[name] = {"aging_rate": sweep_points(runs, "aging_rate", aging_rates),
+                            "decode_weight": sweep_points(runs, "decode_weight", DECODE_WEIGHTS)}
+            main = [runs[s.label] for s in todo if "=" not in s.label]
             per_trace[name] = main
-            sections.append(offered.heading(name, len(requests)) + "\n\n"
-                            + comparison_table(list(runs.values()), runs["fcfs"]))
+            sections.append(offered.heading(name, len(requests))
+                            + f"; stock SGLang's own capacity: {stock_capacities[name]['rate_rps']:.2f} req/s\n\n"
+                            + comparison_table(list(runs.values()), runs[BASELINE]))
             all_runs += trace_runs(name, runs.values())
-            sweep_plot(sweeps[name], "aging_rate", (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"),
-                                                          ("max TTFT", "ttft_max_ms")),
-                       f"sjf-aging aging-rate sweep, {name}", out / f"aging_sweep_{name}.png")
-    ratio_bars(per_trace, "fcfs", out / "ratios.png")
+            series = (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"), ("max TTFT", "ttft_max_ms"))
+            sweep_plot(sweeps[name]["aging_rate"], "aging_rate", series, f"sjf-aging aging-rate sweep, {name}",
+                       out / f"aging_sweep_{name}.png")
+            sweep_plot(sweeps[name]["decode_weight"], "decode_weight", series,
+                       f"sjf-aging decode-weight sweep, {name}", out / f"decode_weight_sweep_{name}.png")
+    ratio_bars(per_trace, BASELINE, out / "ratios.png")
     markdown = "\n\n".join([
         f"# Request layer, simulated ({GPU_MODEL}, {args.engines} engine(s), load {args.load:g})",
-        "SLO attainment: TTFT <= %g ms and TPOT <= %g ms." % (slo.ttft_ms, slo.tpot_ms),
-        "## Targets (issue 4)", targets_table(targets), *sections,
-        "![ratios](ratios.png)", *[f"![sweep {t.name}](aging_sweep_{t.name}.png)" for t in traces]]) + "\n"
-    publish(out, all_runs, {"capacities": capacities, "targets": [t.to_dict() for t in targets],
-                            "aging_sweeps": sweeps, "gpu_model": GPU_MODEL, "engines": args.engines,
-                            "quick": args.quick}, markdown)
+        "SLO attainment: TTFT <= %g ms and TPOT <= %g ms. Ratios against `fcfs` (SGLang step forming "
+        "with mixed chunk, = vLLM V1 FCFS)." % (slo.ttft_ms, slo.tpot_ms),
+        forming_table([s for s in todo if "=" not in s.label]),
+        "## Targets (issue 4)", targets_table(targets),
+        "Against stock SGLang's launch (FCFS without mixed chunk, at the same offered rate):",
+        targets_table(vs_stock), *sections,
+        "![ratios](ratios.png)", *[f"![aging sweep {t.name}](aging_sweep_{t.name}.png)" for t in traces],
+        *[f"![decode weight sweep {t.name}](decode_weight_sweep_{t.name}.png)" for t in traces]]) + "\n"
+    publish(out, all_runs, {"capacities": capacities, "stock_sglang_capacities": stock_capacities,
+                            "targets": [t.to_dict() for t in targets],
+                            "targets_vs_stock_sglang": [t.to_dict() for t in vs_stock],
+                            "aging_sweeps": {t: v["aging_rate"] for t, v in sweeps.items()},
+                            "decode_weight_sweeps": {t: v["decode_weight"] for t, v in sweeps.items()},
+                            "step_forming": {s.label: step_forming(s) for s in todo},
+                            "gpu_model": GPU_MODEL, "engines": args.engines, "quick": args.quick}, markdown)
     return 0
 
 
