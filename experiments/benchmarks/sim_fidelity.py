@@ -71,27 +71,32 @@ class EngineLimits:
     vLLM 0.32.0 CPU API server: ``max_num_batched_tokens`` 2048 (``EngineArgs.get_batch_defaults``,
     CPU branch), KV cache 1 GiB = 2,097,152 tokens (server log), admits a request when its first
     chunk fits. SGLang 0.5.23 CPU: ``chunked_prefill_size`` 4096 (server log), KV pool =
-    ``--max-total-tokens``, admits when the whole uncached prompt fits.
+    ``--max-total-tokens``, admits when the whole uncached prompt fits, forms prefill batches in
+    policy order and runs them without the decodes (``enable_mixed_chunk`` off): the simulator's
+    ``prefill_order="policy"``.
     """
 
     max_batched_tokens: int
     kv_capacity_tokens: int
     admit_first_chunk: bool
+    prefill_order: str
 
     def engine_config(self, max_running: int, coef: Path) -> EngineConfig:
         """The simulated engine with these limits and ``coef``'s per-request overhead."""
         return EngineConfig(max_running=max_running, max_batched_tokens=self.max_batched_tokens,
                             kv_capacity_tokens=self.kv_capacity_tokens, admit_whole_prompt=not self.admit_first_chunk,
-                            request_overhead=load_request_overhead(coef))
+                            prefill_order=self.prefill_order, request_overhead=load_request_overhead(coef))
 
     def sim_flags(self, max_running: int) -> list[str]:
         flags = ["--max-running", str(max_running), "--max-batched-tokens", str(self.max_batched_tokens),
-                 "--kv-capacity-tokens", str(self.kv_capacity_tokens)]
+                 "--kv-capacity-tokens", str(self.kv_capacity_tokens), "--prefill-order", self.prefill_order]
         return flags + (["--admit-first-chunk"] if self.admit_first_chunk else [])
 
 
 SGLANG_KV_TOKENS = 65536
-LIMITS = {"vllm": EngineLimits(2048, 2_097_152, True), "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False)}
+#: vLLM V1 step forming vs SGLang 0.5.23's (prefill batches in policy order, no mixed chunk by default)
+LIMITS = {"vllm": EngineLimits(2048, 2_097_152, True, "admission"),
+          "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False, "policy")}
 
 
 def _run(argv: list[str]) -> None:
