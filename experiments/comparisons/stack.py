@@ -45,6 +45,9 @@ class Stack:
             :class:`~experiments.sim.config.EngineConfig`.
         mixed_chunk: with ``"policy"`` order, decodes join prefill steps (SGLang
             ``--enable-mixed-chunk``); False: they wait for each prefill step (stock SGLang).
+        decode_reservation: with ``"policy"`` order, SGLang's admission headroom for future
+            decode tokens (``max_new_tokens`` x ``new_token_ratio``,
+            :mod:`experiments.sim.decode_reservation`).
     """
 
     label: str
@@ -57,6 +60,7 @@ class Stack:
     tpot_budget_ms: float | None = None
     prefill_order: str = "admission"
     mixed_chunk: bool = False
+    decode_reservation: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
         budget = SloTokenBudget(cluster.model, stack.tpot_budget_ms / 1e3, max_budget=engine.max_batched_tokens,
                                 min_budget=min(256, engine.max_batched_tokens))
     engine = replace(engine, admit_whole_prompt=stack.admit_whole_prompt, budget=budget,
-                     prefill_order=stack.prefill_order, mixed_chunk=stack.mixed_chunk)
+                     prefill_order=stack.prefill_order, mixed_chunk=stack.mixed_chunk,
+                     decode_reservation=stack.decode_reservation)
     moe = None
     if stack.placement is not None:
         try:
@@ -134,7 +139,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
         "dispatch": stack.dispatch, "placement": stack.placement,
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},
         "admit_whole_prompt": stack.admit_whole_prompt,
-        "prefill_order": stack.prefill_order, "mixed_chunk": stack.mixed_chunk, "tpot_budget_ms": stack.tpot_budget_ms,
+        "prefill_order": stack.prefill_order, "mixed_chunk": stack.mixed_chunk,
+        "decode_reservation": stack.decode_reservation, "tpot_budget_ms": stack.tpot_budget_ms,
         "max_running": engine.max_running, "max_batched_tokens": engine.max_batched_tokens,
         "kv_capacity_tokens": engine.kv_capacity_tokens, "prefix_caching": engine.prefix_caching,
         "load_refresh_s": cluster.load_refresh_s, "workload": dict(workload), "simulation_cpu_s": cpu_s,

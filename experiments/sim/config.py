@@ -54,6 +54,11 @@ class EngineConfig:
         mixed_chunk: ``"policy"`` order only: decoding requests join prefill steps
             [``--enable-mixed-chunk``]; False (SGLang's default) makes them wait for each prefill
             step. ``"admission"`` order always mixes (vLLM V1).
+        decode_reservation: ``"policy"`` order only: SGLang's admission headroom for the tokens
+            running requests will still decode (:mod:`experiments.sim.decode_reservation`): a
+            request is admitted only if its uncached prompt plus its clipped ``max_new_tokens``
+            fit beside ``new_token_ratio`` x the running requests' clipped remaining
+            ``max_new_tokens``. False: room for the uncached prompt (or first chunk) suffices.
         request_overhead: per-request latency outside engine steps (HTTP, tokenization, IPC,
             streaming; :mod:`perf_model.request_overhead`): a request enters the waiting queue
             ``enqueue_s`` after it was sent, and every token reaches the client ``response_s``
@@ -69,6 +74,7 @@ class EngineConfig:
     budget: PrefillBudget | None = None
     prefill_order: PrefillOrder = "admission"
     mixed_chunk: bool = False
+    decode_reservation: bool = False
     request_overhead: RequestOverhead = field(default_factory=RequestOverhead)
 
     def __post_init__(self) -> None:
@@ -81,6 +87,8 @@ class EngineConfig:
         if self.prefill_order not in PREFILL_ORDERS:
             raise ValueError(f"prefill_order: expected one of {', '.join(PREFILL_ORDERS)}, "
                              f"got {self.prefill_order!r}")
+        if self.decode_reservation and self.prefill_order != "policy":
+            raise ValueError("decode_reservation: SGLang's admission headroom needs prefill_order='policy'")
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ schedule_policy.py`` ``PrefillAdder.add_chunked_req`` / ``add_one_req``):
    admitted until their tokens fit (SGLang's ``retract_decode`` retracts the request with the
    fewest output tokens first; the newest admitted is the usual such request).
 
-Not modelled from SGLang: the decode-token reservation of ``PrefillAdder`` (``max_new_tokens``
-x ``new_token_ratio`` per running request counted against admission); admission here checks
-the KV room for the uncached prompt as in the ``"admission"`` mode.
+With ``decode_reservation`` admission also keeps SGLang's headroom for the tokens running
+requests will still decode (:mod:`experiments.sim.decode_reservation`); without it admission
+checks the KV room for the uncached prompt as in the ``"admission"`` mode.
 
 The step's :class:`~perf_model.batch.BatchShape` goes to the step model; :meth:`end_step` applies
 it at the returned time: finished prefills emit their first token and insert their prompt blocks
@@ -52,10 +52,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from engine_dispatch.types import EngineLoad
 from experiments.sim.config import EngineConfig
+from experiments.sim.decode_reservation import NewTokenRatio, clipped_new_tokens
 from experiments.sim.prefix_cache import PrefixCache
 from experiments.sim.request_state import SimRequest
 from experiments.workloads.types import BLOCK_TOKENS
@@ -111,6 +112,7 @@ class SimEngine:
         self._step_decodes = False
         self._last_decode_step = -1
         self._matched_version = -1
+        self.new_token_ratio = NewTokenRatio()
 
     # --- KV cache -------------------------------------------------------------------------------
     @property
@@ -232,12 +234,18 @@ class SimEngine:
         elif self._scheduled:
             self._step_decodes = config.mixed_chunk and self._make_room(self.decode_seqs)
         else:
-            self._make_decode_room(now)
+            retracted = self._make_decode_room(now)
             self._step_decodes = True
+            if retracted:
+                self.new_token_ratio.after_retract(
+                    (self._output_tokens(r), self._max_new_tokens(r)) for r in self._decoding())
+            elif self.decode_seqs:
+                self.new_token_ratio.decay_step()
         self._report(now)
         scheduled = self._scheduled
         if not scheduled and not self.decode_seqs:
             self.busy = False
+            self.new_token_ratio.reset()
             return None
         self.busy = True
         decode_seqs = decode_kv = 0
@@ -297,11 +305,30 @@ class SimEngine:
         self.pending_prefill -= chunk
         self._scheduled.append((req, chunk))
 
+    def _decoding(self) -> Iterator[SimRequest]:
+        return (r for r in self.running.values() if r.decode_from_step >= 0)
+
+    def _output_tokens(self, req: SimRequest) -> int:
+        """Output tokens ``req`` (decoding) has produced so far, over all its stretches."""
+        return req.generated + self.decode_steps_done - req.decode_from_tick + 1
+
+    def _max_new_tokens(self, req: SimRequest) -> int:
+        """``req``'s ``max_new_tokens`` as SGLang clips it on arrival to fit the KV pool
+        (``Scheduler`` request handling: ``min(max_new, max_req_len - input_len - 1)``)."""
+        return min(req.waiting.max_new_tokens, self.capacity - req.trace.input_tokens - 2)
+
+    def _reserved_for_running(self) -> float:
+        """KV tokens SGLang's admission keeps free for the running requests' future decode tokens."""
+        remaining = sum(clipped_new_tokens(self._max_new_tokens(r), self._output_tokens(r)) for r in self._decoding())
+        return self.new_token_ratio.current * remaining
+
     def _admit(self, budget: int, decode_room: int, now: float) -> None:
         """Admit waiting requests in policy order while they fit in ``budget`` tokens, the running
-        limit and the KV cache (with room for ``decode_room`` decode tokens)."""
+        limit and the KV cache (with room for ``decode_room`` decode tokens, and with
+        ``decode_reservation`` SGLang's headroom for future decode tokens)."""
         config = self.config
         self._rematch_waiting()
+        reserved = self._reserved_for_running() if config.decode_reservation and self.waiting else 0.0
         while budget > 0 and self.waiting and len(self.running) < config.max_running:
             head = self.queue.peek(now)
             req: SimRequest = head.host_ref  # type: ignore[assignment]
@@ -312,7 +339,13 @@ class SimEngine:
             cached = matched * BLOCK_TOKENS
             chunk = min(req.prompt_tokens - cached, budget)
             needed = req.prompt_tokens - cached if config.admit_whole_prompt else chunk
-            if not self._make_room(needed + decode_room):
+            new_tokens = clipped_new_tokens(self._max_new_tokens(req), req.generated)
+            if config.decode_reservation:
+                free = self.capacity - self.kv_used + self.cache.evictable_blocks * BLOCK_TOKENS
+                fits = req.prompt_tokens - cached + new_tokens + 1 < free - reserved
+            else:
+                fits = True
+            if not fits or not self._make_room(needed + decode_room):
                 if node is not None:
                     self.cache.release(node, now)
                 break
@@ -330,6 +363,8 @@ class SimEngine:
             req.pending_estimate = 0
             self._take_chunk(req, chunk)
             budget -= chunk
+            if req.prefill_pos == req.prompt_tokens:  # a chunked request reserves no decode tokens yet
+                reserved += new_tokens
 
     def end_step(self, now: float) -> None:
         """The scheduled step ends at ``now``: emit first tokens, finish requests."""

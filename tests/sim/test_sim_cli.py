@@ -26,13 +26,13 @@ def test_simulate_writes_runs_for_each_config(tmp_path, capsys):
     code = main(["simulate", "--trace", CONV, "--format", "azure", "--engines", "2", "--rate", "8",
                  "--max-requests", "150", "--config", "fcfs-rr:policy=fcfs,dispatch=round-robin",
                  "--config", "ours:policy=sjf-aging,dispatch=scored,max_running=64",
-                 "--config", "sglang:prefill_order=policy,mixed_chunk=true",
+                 "--config", "sglang:prefill_order=policy,mixed_chunk=true,decode_reservation=true",
                  "--out", str(out), "--markdown", str(md), "--slo-ttft-ms", "500"])
     assert code == 0
     runs = load_runs(out)
     assert [r.label for r in runs] == ["fcfs-rr", "ours", "sglang"]
     assert (runs[0].config["prefill_order"], runs[2].config["prefill_order"]) == ("admission", "policy")
-    assert runs[2].config["mixed_chunk"] is True
+    assert runs[2].config["mixed_chunk"] is True and runs[2].config["decode_reservation"] is True
     for run in runs:
         assert run.summary["completed"] == 150 and run.summary["failed"] == 0
         assert run.summary["ttft_ms"]["p99"] >= run.summary["ttft_ms"]["p50"] > 0
@@ -54,6 +54,7 @@ def test_simulate_mooncake_hits_the_prefix_cache(tmp_path):
     (["--config", "a:policy=nope"], "policy 'nope'"),
     (["--config", "a:colour=red"], "unknown key"),
     (["--config", "a:prefill_order=fifo"], "expected one of admission, policy"),
+    (["--decode-reservation"], "decode_reservation"),
     (["--config", "a:", "--config", "a:"], "unique"),
     (["--gpu-model", "tpu-v9"], "expected a preset"),
     (["--placement", "p.json"], "--routing-stats"),

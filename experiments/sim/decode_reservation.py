@@ -1,0 +1,72 @@
+"""SGLang 0.5.23's admission headroom for tokens running requests will still decode.
+
+SGLang does not admit a waiting request just because its prompt fits: ``PrefillAdder``
+(``srt/managers/schedule_policy.py``) counts against the free KV (free + evictable tokens,
+``PrefillBudget.remaining_total`` in ``srt/mem_cache/prefill_budget.py``)
+
+- every running request's ``min(max_new_tokens - output_len, CLIP_MAX_NEW_TOKENS) x
+  new_token_ratio`` (``_get_running_request_total_token_offset``),
+- every request admitted earlier in the same pass: its extend tokens plus its clipped
+  ``max_new_tokens`` (0 for the one that is chunked) (``_update_prefill_budget``),
+
+and admits a candidate only if ``extend + min(max_new_tokens - output_len, CLIP) + page`` is
+strictly below what is left (``PrefillBudget.check_prefill``; a page is one token here).
+``new_token_ratio`` (``scheduler_components/new_token_ratio_tracker.py``) starts at
+``SGLANG_INIT_NEW_TOKEN_RATIO`` = 0.7, falls by ``(0.7 - 0.7 x 0.14) / 600`` per decode step
+without retraction to 0.098, is reset to 0.7 when the scheduler idles, and after a retraction
+becomes ``(sum output_len + 20 x n) / (sum max_new_tokens + 1)`` (capped at 1) over the ``n``
+requests still running (``estimate_new_token_ratio_after_retract``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+#: SGLang's CLIP_MAX_NEW_TOKENS (env SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION, default 4096)
+CLIP_MAX_NEW_TOKENS = 4096
+#: SGLANG_INIT_NEW_TOKEN_RATIO x schedule_conservativeness (defaults 0.7 x 1.0)
+INIT_NEW_TOKEN_RATIO = 0.7
+#: SGLANG_MIN_NEW_TOKEN_RATIO_FACTOR (default 0.14)
+MIN_NEW_TOKEN_RATIO_FACTOR = 0.14
+#: SGLANG_NEW_TOKEN_RATIO_DECAY_STEPS (default 600)
+NEW_TOKEN_RATIO_DECAY_STEPS = 600
+#: SGLANG_RETRACT_DECODE_STEPS (default 20)
+RETRACT_DECODE_STEPS = 20
+
+
+def clipped_new_tokens(max_new_tokens: int, output_tokens: int) -> int:
+    """Output tokens SGLang still expects from a request, clipped: ``min(max_new - out, CLIP)`` (>= 0)."""
+    return min(max(max_new_tokens - output_tokens, 0), CLIP_MAX_NEW_TOKENS)
+
+
+class NewTokenRatio:
+    """SGLang's ``NewTokenRatioTracker`` with its default settings.
+
+    Attributes:
+        current: the ratio in use (fraction of a running request's clipped remaining
+            ``max_new_tokens`` that admission keeps free for it).
+    """
+
+    def __init__(self) -> None:
+        self.init = INIT_NEW_TOKEN_RATIO
+        self.min = INIT_NEW_TOKEN_RATIO * MIN_NEW_TOKEN_RATIO_FACTOR
+        self.decay = (self.init - self.min) / NEW_TOKEN_RATIO_DECAY_STEPS
+        self.current = self.init
+
+    def decay_step(self) -> None:
+        """A decode step ran without retraction."""
+        self.current = max(self.current - self.decay, self.min)
+
+    def reset(self) -> None:
+        """The engine went idle."""
+        self.current = self.init
+
+    def after_retract(self, running: Iterable[tuple[int, int]]) -> None:
+        """A decode step retracted requests; ``running`` = ``(output_tokens, max_new_tokens)`` of
+        the requests still running."""
+        decoded = slots = count = 0
+        for output_tokens, max_new_tokens in running:
+            decoded += output_tokens
+            slots += max_new_tokens
+            count += 1
+        self.current = min(1.0, (decoded + RETRACT_DECODE_STEPS * count) / (slots + 1))
