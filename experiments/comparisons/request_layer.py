@@ -6,20 +6,22 @@ Per trace, on one simulated engine (``qwen3-30b-a3b-h100`` step model, 256 runni
 per step, 160,000 KV tokens), on the same replayed requests:
 
 - SGLang 0.5.23 step forming (``EngineConfig.prefill_order="policy"``: prefill batches taken
-  from the waiting queue in policy order) launched with ``--enable-mixed-chunk`` (decodes join
-  prefill steps), the setting this project's launch uses: FCFS (SGLang's default policy; the
-  baseline of every ratio), SGLang's hrrn and lpm, sjf-aging (ours, the policy's defaults), ours
-  with the SLO-aware prefill token budget, and sweeps of ours over the aging rate and the decode
-  weight of the job size;
+  from the waiting queue in policy order; SGLang's admission headroom for future decode tokens,
+  ``decode_reservation``, unless ``--no-decode-reservation``) launched with
+  ``--enable-mixed-chunk`` (decodes join prefill steps), the setting this project's launch uses:
+  FCFS (SGLang's default policy; the baseline of every ratio), SGLang's hrrn and lpm, sjf-aging
+  (ours, the policy's defaults), ours with the SLO-aware prefill token budget, and sweeps of ours
+  over the aging rate and the decode weight of the job size;
 - stock SGLang (no mixed chunk: decodes wait for every prefill step): FCFS, hrrn and ours, so
   the gain of the flag alone is visible;
-- vLLM V1 step forming (``prefill_order="admission"``): FCFS and vLLM's sjf.
+- vLLM V1 step forming (``prefill_order="admission"``, first-chunk admission): FCFS, vLLM's sjf,
+  and ours (the same policy on vLLM's engine, to separate the policy from the engine).
 
-Capacity (:mod:`.capacity`) is FCFS's with mixed chunk (equal to vLLM V1 FCFS's: with FCFS the
-two step formings schedule the same batches); stock SGLang's own capacity is measured too and
-reported. Targets (issue 4): sjf-aging's mean TTFT <= 0.5x FCFS and <= 0.8x hrrn and vllm-sjf;
-P99 TTFT <= 1.0x FCFS; mean TPOT <= 1.05x FCFS. Prints the tables, writes ``runs.json``,
-``summary.json``, ``report.md`` and plots under ``--out``.
+Capacity (:mod:`.capacity`) is SGLang FCFS's with mixed chunk; stock SGLang's and vLLM FCFS's own
+capacities are measured too and reported. Targets (issue 4): sjf-aging's mean TTFT <= 0.5x FCFS
+and <= 0.8x hrrn and vllm-sjf; P99 TTFT <= 1.0x FCFS; mean TPOT <= 1.05x FCFS; the same ratios
+against stock SGLang and on vLLM's engine are reported beside them. Prints the tables, writes
+``runs.json``, ``summary.json``, ``report.md`` and plots under ``--out``.
 """
 
 from __future__ import annotations
@@ -46,22 +48,28 @@ STOCK = "@no-mixed"
 AGING_RATES = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.5)
 QUICK_AGING_RATES = (0.0, 0.01, 0.5)
 DECODE_WEIGHTS = (0.0, 0.1, 0.2, 0.5, 1.0)
-SGLANG_MIXED = {"prefill_order": "policy", "mixed_chunk": True}
-SGLANG_STOCK = {"prefill_order": "policy", "mixed_chunk": False}
+#: vLLM V1's engine: admission order, admission when the first chunk fits
+VLLM = {"prefill_order": "admission", "admit_whole_prompt": False}
+#: suffix of ours on vLLM's engine
+ON_VLLM = "@vllm"
 
 
-def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...]) -> list[Stack]:
-    """The compared stacks (FCFS with mixed chunk first: capacity and ratio baseline), then the
-    sweeps of ours over a policy option (labels ``aging_rate=<rate>``, ``decode_weight=<w>``)."""
-    main = [Stack(BASELINE, **SGLANG_MIXED), Stack("hrrn", policy="hrrn", **SGLANG_MIXED),
-            Stack("lpm", policy="lpm", **SGLANG_MIXED), Stack(OURS, policy="sjf-aging", **SGLANG_MIXED),
-            Stack(f"{OURS}+budget", policy="sjf-aging", tpot_budget_ms=tpot_budget_ms, **SGLANG_MIXED),
-            Stack(BASELINE + STOCK, **SGLANG_STOCK), Stack("hrrn" + STOCK, policy="hrrn", **SGLANG_STOCK),
-            Stack(OURS + STOCK, policy="sjf-aging", **SGLANG_STOCK),
-            Stack("vllm-fcfs", prefill_order="admission"), Stack("vllm-sjf", policy="vllm-sjf", prefill_order="admission")]
-    aging = [Stack(f"aging_rate={a:g}", policy="sjf-aging", policy_options={"aging_rate": a}, **SGLANG_MIXED)
+def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...], decode_reservation: bool = True) -> list[Stack]:
+    """The compared stacks (SGLang FCFS with mixed chunk first: capacity and ratio baseline), then
+    the sweeps of ours over a policy option (labels ``aging_rate=<rate>``, ``decode_weight=<w>``).
+    ``decode_reservation``: SGLang's admission headroom on every SGLang stack."""
+    mixed = {"prefill_order": "policy", "mixed_chunk": True, "decode_reservation": decode_reservation}
+    stock = {**mixed, "mixed_chunk": False}
+    main = [Stack(BASELINE, **mixed), Stack("hrrn", policy="hrrn", **mixed),
+            Stack("lpm", policy="lpm", **mixed), Stack(OURS, policy="sjf-aging", **mixed),
+            Stack(f"{OURS}+budget", policy="sjf-aging", tpot_budget_ms=tpot_budget_ms, **mixed),
+            Stack(BASELINE + STOCK, **stock), Stack("hrrn" + STOCK, policy="hrrn", **stock),
+            Stack(OURS + STOCK, policy="sjf-aging", **stock),
+            Stack("vllm-fcfs", **VLLM), Stack("vllm-sjf", policy="vllm-sjf", **VLLM),
+            Stack(OURS + ON_VLLM, policy="sjf-aging", **VLLM)]
+    aging = [Stack(f"aging_rate={a:g}", policy="sjf-aging", policy_options={"aging_rate": a}, **mixed)
              for a in aging_rates]
-    weights = [Stack(f"decode_weight={w:g}", policy="sjf-aging", policy_options={"decode_weight": w}, **SGLANG_MIXED)
+    weights = [Stack(f"decode_weight={w:g}", policy="sjf-aging", policy_options={"decode_weight": w}, **mixed)
                for w in DECODE_WEIGHTS]
     return main + aging + weights
 
@@ -69,8 +77,9 @@ def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...]) -> list[Stack]
 def step_forming(stack: Stack) -> str:
     """How ``stack``'s engine forms steps, for the tables."""
     if stack.prefill_order == "admission":
-        return "vLLM V1"
-    return "SGLang, mixed chunk" if stack.mixed_chunk else "SGLang stock (no mixed chunk)"
+        return "vLLM V1 (first-chunk admission)"
+    forming = "SGLang, mixed chunk" if stack.mixed_chunk else "SGLang stock (no mixed chunk)"
+    return forming + (", decode reservation" if stack.decode_reservation else ", prompt-room admission")
 
 
 def forming_table(compared: list[Stack]) -> str:
@@ -89,12 +98,18 @@ def trace_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
             ratio_target(scope, ours, fcfs, "tpot_ms.mean", 1.05)]
 
 
-def stock_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
-    """The issue's FCFS targets against stock SGLang's launch (FCFS, no mixed chunk): what the
-    launch command (policy + ``--enable-mixed-chunk``) gains over it."""
+def other_baseline_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
+    """The issue's FCFS targets against stock SGLang's launch (FCFS, no mixed chunk: what the launch
+    command, policy + ``--enable-mixed-chunk``, gains over it), and on vLLM's engine (ours there
+    against vLLM's FCFS and sjf: the policies alone, same engine)."""
     ours, stock = runs[OURS], runs[BASELINE + STOCK]
+    on_vllm, vllm_fcfs = runs[OURS + ON_VLLM], runs["vllm-fcfs"]
     return [ratio_target(scope, ours, stock, "ttft_ms.mean", 0.5), ratio_target(scope, ours, stock, "ttft_ms.p99", 1.0),
-            ratio_target(scope, ours, stock, "tpot_ms.mean", 1.05)]
+            ratio_target(scope, ours, stock, "tpot_ms.mean", 1.05),
+            ratio_target(scope, on_vllm, vllm_fcfs, "ttft_ms.mean", 0.5),
+            ratio_target(scope, on_vllm, runs["vllm-sjf"], "ttft_ms.mean", 0.8),
+            ratio_target(scope, on_vllm, vllm_fcfs, "ttft_ms.p99", 1.0),
+            ratio_target(scope, on_vllm, vllm_fcfs, "tpot_ms.mean", 1.05)]
 
 
 def sweep_points(runs: dict[str, RunResult], option: str, values: tuple[float, ...]) -> list[dict[str, float]]:
@@ -115,6 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines", type=int, default=1, help="engines (round robin) per run")
     parser.add_argument("--tpot-budget-ms", type=float, default=50.0,
                         help="TPOT SLO of the token-budget variant (ms)")
+    parser.add_argument("--no-decode-reservation", action="store_true",
+                        help="SGLang stacks admit when the uncached prompt fits (no headroom for future decode tokens)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,31 +141,35 @@ def run(args: argparse.Namespace) -> int:
     aging_rates = QUICK_AGING_RATES if args.quick else AGING_RATES
     cluster = Cluster(engines=args.engines, engine=EngineConfig(), model=resolve_model(GPU_MODEL),
                       model_name=GPU_MODEL)
-    todo = stacks(args.tpot_budget_ms, aging_rates)
-    stock = next(s for s in todo if s.label == BASELINE + STOCK)
+    todo = stacks(args.tpot_budget_ms, aging_rates, not args.no_decode_reservation)
+    other_baselines = [s for s in todo if s.label in (BASELINE + STOCK, "vllm-fcfs")]
     out = Path(args.out)
     all_runs: list[RunResult] = []
     per_trace: dict[str, list[RunResult]] = {}
-    capacities, stock_capacities, targets, vs_stock, sweeps, sections = {}, {}, [], [], {}, []
+    capacities, other_capacities, targets, vs_other, sweeps, sections = {}, {}, [], [], {}, []
     recorded = {trace.name: trace.load(n_requests) for trace in traces}
-    with progress(len(traces) * (len(todo) + 2), args.no_progress, "request layer") as bar:
+    with progress(len(traces) * (len(todo) + 1 + len(other_baselines)), args.no_progress, "request layer") as bar:
         for replay in replays(recorded.items(), todo[0], cluster, n_capacity, args.load, bar):
             name, offered, requests, workload = replay.trace, replay.offered, replay.requests, replay.workload()
             capacities[name] = offered.to_dict()
-            stock_capacities[name] = saturation_capacity(stock, cluster, recorded[name], n_capacity).to_dict()
-            bar.update()
+            other_capacities[name] = {}
+            for base in other_baselines:
+                other_capacities[name][base.label] = saturation_capacity(base, cluster, recorded[name], n_capacity).to_dict()
+                bar.update()
             runs: dict[str, RunResult] = {}
             for stack in todo:
                 runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
                 bar.update()
             targets += trace_targets(name, runs)
-            vs_stock += stock_targets(name, runs)
+            vs_other += other_baseline_targets(name, runs)
             sweeps[name] = {"aging_rate": sweep_points(runs, "aging_rate", aging_rates),
                             "decode_weight": sweep_points(runs, "decode_weight", DECODE_WEIGHTS)}
             main = [runs[s.label] for s in todo if "=" not in s.label]
             per_trace[name] = main
             sections.append(offered.heading(name, len(requests))
-                            + f"; stock SGLang's own capacity: {stock_capacities[name]['rate_rps']:.2f} req/s\n\n"
+                            + "; own capacities: " + ", ".join(f"{label} {c['rate_rps']:.2f} req/s"
+                                                               for label, c in other_capacities[name].items())
+                            + "\n\n"
                             + comparison_table(list(runs.values()), runs[BASELINE]))
             all_runs += trace_runs(name, runs.values())
             series = (("mean TTFT", "ttft_mean_ms"), ("P99 TTFT", "ttft_p99_ms"), ("max TTFT", "ttft_max_ms"))
@@ -163,13 +184,14 @@ def run(args: argparse.Namespace) -> int:
         "with mixed chunk, = vLLM V1 FCFS)." % (slo.ttft_ms, slo.tpot_ms),
         forming_table([s for s in todo if "=" not in s.label]),
         "## Targets (issue 4)", targets_table(targets),
-        "Against stock SGLang's launch (FCFS without mixed chunk, at the same offered rate):",
-        targets_table(vs_stock), *sections,
+        "Against stock SGLang's launch (FCFS without mixed chunk, same offered rate), and ours on "
+        "vLLM's engine against vLLM's policies:", targets_table(vs_other), *sections,
         "![ratios](ratios.png)", *[f"![aging sweep {t.name}](aging_sweep_{t.name}.png)" for t in traces],
         *[f"![decode weight sweep {t.name}](decode_weight_sweep_{t.name}.png)" for t in traces]]) + "\n"
-    publish(out, all_runs, {"capacities": capacities, "stock_sglang_capacities": stock_capacities,
+    publish(out, all_runs, {"capacities": capacities, "other_capacities": other_capacities,
+                            "decode_reservation": not args.no_decode_reservation,
                             "targets": [t.to_dict() for t in targets],
-                            "targets_vs_stock_sglang": [t.to_dict() for t in vs_stock],
+                            "targets_other_baselines": [t.to_dict() for t in vs_other],
                             "aging_sweeps": {t: v["aging_rate"] for t, v in sweeps.items()},
                             "decode_weight_sweeps": {t: v["decode_weight"] for t, v in sweeps.items()},
                             "step_forming": {s.label: step_forming(s) for s in todo},
