@@ -180,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     ratio_bars(per_trace, BASELINE, out / "ratios.png")
     markdown = "\n\n".join([
         f"# Request layer, simulated ({GPU_MODEL}, {args.engines} engine(s), load {args.load:g})",
-        "SLO attainment: TTFT <= %g ms and TPOT <= %g ms. Ratios against `fcfs` (SGLang step forming "
-        "with mixed chunk, = vLLM V1 FCFS)." % (slo.ttft_ms, slo.tpot_ms),
+        "SLO attainment: TTFT <= %g ms and TPOT <= %g ms. Ratios against `fcfs` (SGLang 0.5.23 step "
+        "forming with mixed chunk, as this project launches it)." % (slo.ttft_ms, slo.tpot_ms),
         forming_table([s for s in todo if "=" not in s.label]),
         "## Targets (issue 4)", targets_table(targets),
         "Against stock SGLang's launch (FCFS without mixed chunk, same offered rate), and ours on "

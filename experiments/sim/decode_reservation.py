@@ -20,7 +20,8 @@ requests still running (``estimate_new_token_ratio_after_retract``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 #: SGLang's CLIP_MAX_NEW_TOKENS (env SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION, default 4096)
 CLIP_MAX_NEW_TOKENS = 4096
@@ -70,3 +71,56 @@ class NewTokenRatio:
             slots += max_new_tokens
             count += 1
         self.current = min(1.0, (decoded + RETRACT_DECODE_STEPS * count) / (slots + 1))
+
+
+@dataclass(frozen=True)
+class RunningRequest:
+    """What the reservation needs of a decoding request (tokens)."""
+
+    input_tokens: int
+    output_tokens: int
+    max_new_tokens: int
+
+
+class DecodeReservation:
+    """One engine's admission headroom (module docstring), over a KV pool of ``kv_capacity_tokens``.
+
+    The engine asks :meth:`reserved` once per admission pass, :meth:`fits` per candidate (adding
+    the clipped ``max_new_tokens`` of each admitted, unchunked request to ``reserved``), and
+    reports every decode step (:meth:`on_decode_step`) and idle moment (:meth:`on_idle`).
+    """
+
+    def __init__(self, kv_capacity_tokens: int) -> None:
+        self.capacity = kv_capacity_tokens
+        self.ratio = NewTokenRatio()
+
+    def max_new_tokens(self, requested: int, input_tokens: int) -> int:
+        """``max_new_tokens`` as SGLang clips it on arrival to fit the KV pool (``Scheduler``
+        request handling: ``min(max_new, max_req_len - input_len - 1)``, ``max_req_len`` =
+        pool size - 1)."""
+        return min(requested, self.capacity - input_tokens - 2)
+
+    def new_tokens(self, requested: int, input_tokens: int, output_tokens: int) -> int:
+        """Clipped output tokens SGLang still expects from a request."""
+        return clipped_new_tokens(self.max_new_tokens(requested, input_tokens), output_tokens)
+
+    def reserved(self, running: Iterable[RunningRequest]) -> float:
+        """KV tokens kept free for the ``running`` requests' future decode tokens."""
+        return self.ratio.current * sum(self.new_tokens(r.max_new_tokens, r.input_tokens, r.output_tokens)
+                                         for r in running)
+
+    @staticmethod
+    def fits(free_tokens: int, reserved: float, uncached_prompt: int, new_tokens: int) -> bool:
+        """``PrefillBudget.check_prefill``: prompt + clipped new tokens + one page < what is left."""
+        return uncached_prompt + new_tokens + 1 < free_tokens - reserved
+
+    def on_decode_step(self, retracted: bool, running: Iterator[RunningRequest]) -> None:
+        """A decode step ran; ``retracted``: it had to preempt, ``running``: who still runs."""
+        if retracted:
+            self.ratio.after_retract((r.output_tokens, self.max_new_tokens(r.max_new_tokens, r.input_tokens))
+                                     for r in running)
+        else:
+            self.ratio.decay_step()
+
+    def on_idle(self) -> None:
+        self.ratio.reset()

@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator
 
 from engine_dispatch.types import EngineLoad
 from experiments.sim.config import EngineConfig
-from experiments.sim.decode_reservation import NewTokenRatio, clipped_new_tokens
+from experiments.sim.decode_reservation import DecodeReservation, RunningRequest
 from experiments.sim.prefix_cache import PrefixCache
 from experiments.sim.request_state import SimRequest
 from experiments.workloads.types import BLOCK_TOKENS
@@ -112,7 +112,7 @@ class SimEngine:
         self._step_decodes = False
         self._last_decode_step = -1
         self._matched_version = -1
-        self.new_token_ratio = NewTokenRatio()
+        self.reservation = DecodeReservation(self.capacity) if config.decode_reservation else None
 
     # --- KV cache -------------------------------------------------------------------------------
     @property
@@ -236,16 +236,14 @@ class SimEngine:
         else:
             retracted = self._make_decode_room(now)
             self._step_decodes = True
-            if retracted:
-                self.new_token_ratio.after_retract(
-                    (self._output_tokens(r), self._max_new_tokens(r)) for r in self._decoding())
-            elif self.decode_seqs:
-                self.new_token_ratio.decay_step()
+            if self.reservation is not None and self.decode_seqs:
+                self.reservation.on_decode_step(retracted, self._running_outputs())
         self._report(now)
         scheduled = self._scheduled
         if not scheduled and not self.decode_seqs:
             self.busy = False
-            self.new_token_ratio.reset()
+            if self.reservation is not None:
+                self.reservation.on_idle()
             return None
         self.busy = True
         decode_seqs = decode_kv = 0
@@ -305,22 +303,12 @@ class SimEngine:
         self.pending_prefill -= chunk
         self._scheduled.append((req, chunk))
 
-    def _decoding(self) -> Iterator[SimRequest]:
-        return (r for r in self.running.values() if r.decode_from_step >= 0)
-
-    def _output_tokens(self, req: SimRequest) -> int:
-        """Output tokens ``req`` (decoding) has produced so far, over all its stretches."""
-        return req.generated + self.decode_steps_done - req.decode_from_tick + 1
-
-    def _max_new_tokens(self, req: SimRequest) -> int:
-        """``req``'s ``max_new_tokens`` as SGLang clips it on arrival to fit the KV pool
-        (``Scheduler`` request handling: ``min(max_new, max_req_len - input_len - 1)``)."""
-        return min(req.waiting.max_new_tokens, self.capacity - req.trace.input_tokens - 2)
-
-    def _reserved_for_running(self) -> float:
-        """KV tokens SGLang's admission keeps free for the running requests' future decode tokens."""
-        remaining = sum(clipped_new_tokens(self._max_new_tokens(r), self._output_tokens(r)) for r in self._decoding())
-        return self.new_token_ratio.current * remaining
+    def _running_outputs(self) -> Iterator[RunningRequest]:
+        """Decoding requests with the output tokens each has produced so far (all stretches)."""
+        for r in self.running.values():
+            if r.decode_from_step >= 0:
+                yield RunningRequest(r.trace.input_tokens, r.generated + self.decode_steps_done - r.decode_from_tick + 1,
+                                     r.waiting.max_new_tokens)
 
     def _admit(self, budget: int, decode_room: int, now: float) -> None:
         """Admit waiting requests in policy order while they fit in ``budget`` tokens, the running
@@ -328,7 +316,8 @@ class SimEngine:
         ``decode_reservation`` SGLang's headroom for future decode tokens)."""
         config = self.config
         self._rematch_waiting()
-        reserved = self._reserved_for_running() if config.decode_reservation and self.waiting else 0.0
+        reservation = self.reservation
+        reserved = reservation.reserved(self._running_outputs()) if reservation and self.waiting else 0.0
         while budget > 0 and self.waiting and len(self.running) < config.max_running:
             head = self.queue.peek(now)
             req: SimRequest = head.host_ref  # type: ignore[assignment]
@@ -339,12 +328,11 @@ class SimEngine:
             cached = matched * BLOCK_TOKENS
             chunk = min(req.prompt_tokens - cached, budget)
             needed = req.prompt_tokens - cached if config.admit_whole_prompt else chunk
-            new_tokens = clipped_new_tokens(self._max_new_tokens(req), req.generated)
-            if config.decode_reservation:
+            fits, new_tokens = True, 0
+            if reservation is not None:
+                new_tokens = reservation.new_tokens(req.waiting.max_new_tokens, req.trace.input_tokens, req.generated)
                 free = self.capacity - self.kv_used + self.cache.evictable_blocks * BLOCK_TOKENS
-                fits = req.prompt_tokens - cached + new_tokens + 1 < free - reserved
-            else:
-                fits = True
+                fits = reservation.fits(free, reserved, req.prompt_tokens - cached, new_tokens)
             if not fits or not self._make_room(needed + decode_room):
                 if node is not None:
                     self.cache.release(node, now)
