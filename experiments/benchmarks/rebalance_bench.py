@@ -31,6 +31,9 @@ Variants (GAPS ablations):
 - ``gaps-fcfs`` / ``no-rebalancing-fcfs``: the same two with FCFS as the local order (a moved
   request then really joins the back of its target's queue, as the rebalancer assumes; under
   sjf-aging it lands by size).
+- ``gaps-bound`` / ``no-rebalancing-bound``: the same two with sjf-aging's starvation bound at the
+  TTFT SLO instead of its default 10 s (a request past its TTFT objective is served before fresh
+  ones, oldest first).
 - ``eager``: ``gaps`` with an unthrottled rebalancer (a round every 20 ms, every waiting request a
   candidate on any engine above the mean, no move cap, no cooldown, free moves), error 0 only: how
   far moving waiting requests can go at all in that scenario.
@@ -38,7 +41,7 @@ Variants (GAPS ablations):
 Reported per (scenario, variant, error): P99 / mean TTFT, SLO violation rate (TTFT >
 ``--slo-ttft-ms``), moves applied and lost to races, as mean and standard deviation over
 ``--seeds`` seeds (seed = error draw, step noise and drift); the P99 ratio with / without
-rebalancing per seed (mean, min, max), for ``gaps`` and for ``gaps-fcfs``. ``--refresh-sweep``
+rebalancing per seed (mean, min, max), for each pair (``gaps``, ``gaps-fcfs``, ``gaps-bound``). ``--refresh-sweep``
 repeats ``gaps`` and ``no-rebalancing`` in ``router-replicas`` at 20% error for other report
 intervals.
 
@@ -90,11 +93,15 @@ from request_sched.types import WaitingRequest
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("gaps", "no-rebalancing", "no-prediction", "local-only", "eager", "gaps-fcfs",
-            "no-rebalancing-fcfs")
+            "no-rebalancing-fcfs", "gaps-bound", "no-rebalancing-bound")
 #: variants run at every injected error (the others at error 0 only)
-ERROR_VARIANTS = ("gaps", "no-rebalancing", "local-only", "gaps-fcfs", "no-rebalancing-fcfs")
+ERROR_VARIANTS = ("gaps", "no-rebalancing", "local-only", "gaps-fcfs", "no-rebalancing-fcfs", "gaps-bound",
+                  "no-rebalancing-bound")
 #: (with, without) rebalancing pairs whose P99 ratio is reported
-RATIO_PAIRS = (("gaps", "no-rebalancing"), ("gaps-fcfs", "no-rebalancing-fcfs"))
+RATIO_PAIRS = (("gaps", "no-rebalancing"), ("gaps-fcfs", "no-rebalancing-fcfs"),
+               ("gaps-bound", "no-rebalancing-bound"))
+#: variants whose local order is FCFS
+FCFS_VARIANTS = ("no-prediction", "gaps-fcfs", "no-rebalancing-fcfs")
 #: the P99 ratio ``gaps / no-rebalancing`` issue 8 asks for
 TARGET_RATIO = 0.8
 EAGER = dict(period_s=0.02, min_interval_s=0.02, long_wait_s=0.0, urgent_slack_s=0.0, overload_ratio=1.0,
@@ -251,13 +258,16 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
     predictor = OraclePredictor({r.request_id: r.output_tokens * f for r, f in zip(requests, out_error)})
     slo = LatencySlo(ttft_s=args.slo_ttft_ms / 1e3)
     engine = EngineConfig(max_batched_tokens=args.chunk_tokens)
-    if variant in ("no-prediction", "gaps-fcfs", "no-rebalancing-fcfs"):
+    # sjf-aging's starvation bound: its default, or the TTFT SLO for the "-bound" pair
+    bound = {"max_wait_s": slo.ttft_s} if variant.endswith("-bound") else {}
+    if variant in FCFS_VARIANTS:
         queue_factory = lambda: create_queue("fcfs")  # noqa: E731
     else:
-        queue_factory = lambda: create_queue("sjf-aging", step_model=online, predictor=predictor)  # noqa: E731
+        queue_factory = lambda: create_queue("sjf-aging", step_model=online, predictor=predictor,  # noqa: E731
+                                             **bound)
     dispatcher = make_dispatcher(variant, scenario, online, args)
     ticker = None
-    if variant in ("gaps", "no-prediction", "eager", "gaps-fcfs"):
+    if variant in ("gaps", "no-prediction", "eager", "gaps-fcfs", "gaps-bound"):
         config = RebalanceConfig(chunk_tokens=args.chunk_tokens, period_s=args.period_s,
                                  max_moves_per_s=args.max_moves_per_s,
                                  size_estimate="uniform" if variant == "no-prediction" else "predicted")
