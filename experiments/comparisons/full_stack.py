@@ -8,8 +8,8 @@ Both: 4 data-parallel engines by default, prefix caching on, load reports 0.5 s 
 
 - ``ep2`` (results/comparisons/full_stack): each engine Qwen3-30B-A3B on 2 x H100 with expert
   parallelism 2 (step model preset ``qwen3-30b-a3b-2xh100-ep2``); KV 770,000 tokens per engine =
-  2 GPUs x (0.9 x 80 GB - 30.5 GB weights - ~3 GB activations) / 96 KiB per token (78.3 GB /
-  98,304 B = 796k, rounded down).
+  2 GPUs x (0.9 x 80 GB - 30.5 GB weights - ~3 GB activations) / 96 KiB per token (77.0 GB /
+  98,304 B = 783k; 770k used).
 - ``ep8`` (results/comparisons/full_stack_ep8): each engine Qwen3-235B-A22B on 8 x H100 with expert
   parallelism 8 (preset ``qwen3-235b-a22b-8xh100-ep8``); KV 420,000 tokens per engine = 8 GPUs x
   (0.9 x 80 GB - 58.8 GB weights (235B x 2 B / 8) - ~3 GB activations) / 188 KiB per token
@@ -22,7 +22,7 @@ runs TP8), not 8 lock-stepped ranks with their own queues.
 
 Token budget default: EP2's decode steps are 27-35 ms at batch 128-256 (public rows), so a 50 ms
 TPOT budget leaves room for prefill; EP8's are 46.6-55.5 ms at batch 128-228, so 50 ms is
-unreachable by decode alone and starves prefill (Azure conv mean TTFT 8.2x of vllm, measured);
+unreachable by decode alone and starves prefill (Azure conv mean TTFT 8.35x of vllm, measured);
 60 ms is the first 10 ms step above the batch-228 row.
 
 Expert placements are solved on routing statistics (default: the bundled OLMoE arxiv counts, a
@@ -30,9 +30,9 @@ stand-in: no Qwen3 routing data is bundled) for the expert-parallel GPUs of an e
 (:mod:`.placements`), 0 redundant replicas by default (SGLang's default). ``--num-redundant N``
 gives EPLB and the solver N replicas and charges their weights to those stacks' KV
 (:func:`redundant_expert_kv_tokens` each: at EP8 one replica per GPU, N = 8, costs 147k of the
-420k tokens). The presets were fitted to vLLM without
-EPLB, so their MoE terms are anchored at the trivial placement's imbalance
-(``placements.anchored_model``): only a placement better than vLLM's changes step times.
+420k tokens). The presets were fitted to vLLM without EPLB, so their MoE terms are anchored at
+the trivial placement's imbalance (``placements.anchored_model``): only a placement better than
+vLLM's changes step times.
 
 Expert-parallel execution model (``expert_sched.metrics.EXECUTION_MODELS``): every stack runs
 ``deepep-low-latency`` (SGLang with DP attention + DeepEP: a token's GPU is independent of its
