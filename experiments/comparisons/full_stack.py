@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
                             + "\n\nPlacement ablation (EPLB vs solver, same stack otherwise):\n\n"
                             + ablation_table(ablations[name]))
             all_runs += trace_runs(name, runs.values())
-    ratio_bars(per_trace, BASELINE, out / "ratios.png")
+    ratio_bars({name: [r for r in runs if "@" not in r.label] for name, runs in per_trace.items()},
+               BASELINE, out / "ratios.png")  # main stacks; the @ variants are in the tables
     markdown = "\n\n".join([
         f"# Full stack, simulated ({args.engines} engines x {spec.gpu_model}, load {args.load:g})",
         f"SLO attainment: TTFT <= {slo.ttft_ms:g} ms and TPOT <= {slo.tpot_ms:g} ms. Request-layer token "
