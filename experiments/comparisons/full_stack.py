@@ -48,8 +48,9 @@ per-expert weight-streaming cost below its HBM roofline (binds at EP8 only).
 Stacks (same requests, same hardware). Step forming (``Stack.prefill_order``, ``mixed_chunk``;
 :mod:`experiments.sim.engine`): ``vllm`` runs vLLM V1's (every step mixes decodes with prefill
 chunks, first-chunk admission); every other stack runs SGLang 0.5.23's (prefill batches taken in
-the request policy's order run before the decodes, whole-prompt admission), without mixed chunk
-(SGLang's default) unless the label says ``+mixed-chunk`` (``--enable-mixed-chunk``).
+the request policy's order run before the decodes, whole-prompt admission with SGLang's headroom
+for running requests' future decode tokens, ``decode_reservation``), without mixed chunk (SGLang's
+default) unless the label says ``+mixed-chunk`` (``--enable-mixed-chunk``).
 
 | label | request policy | dispatch | placement | admission |
 |---|---|---|---|---|
@@ -154,7 +155,8 @@ def stacks(tpot_budget_ms: float) -> list[Stack]:
 
 
 def _main_stacks(tpot_budget_ms: float) -> list[Stack]:
-    sglang = {"prefill_order": "policy"}  # SGLang 0.5.23 step forming; stock: no mixed chunk
+    # SGLang 0.5.23 step forming with its admission headroom for future decode tokens; stock: no mixed chunk
+    sglang = {"prefill_order": "policy", "decode_reservation": True}
     return [
         Stack("vllm", placement="trivial", admit_whole_prompt=False),
         Stack("sglang", placement="eplb", **sglang),
