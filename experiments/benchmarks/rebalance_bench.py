@@ -39,7 +39,7 @@ Variants (GAPS ablations):
   far moving waiting requests can go at all in that scenario.
 
 Reported per (scenario, variant, error): P99 / mean TTFT, SLO violation rate (TTFT >
-``--slo-ttft-ms``), moves applied and lost to races, as mean and standard deviation over
+``--slo-ttft-ms``), moves applied and lost to races, the share of the P99 tail with prompts over 4,096 tokens, as mean and standard deviation over
 ``--seeds`` seeds (seed = error draw, step noise and drift); the P99 ratio with / without
 rebalancing per seed (mean, min, max), for each pair (``gaps``, ``gaps-fcfs``, ``gaps-bound``). ``--refresh-sweep``
 repeats ``gaps`` and ``no-rebalancing`` in ``router-replicas`` at 20% error for other report
@@ -288,8 +288,10 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
     started = time.perf_counter()
     result = simulate(requests, cluster, base, dispatcher, hook)
     wall = time.perf_counter() - started
-    summary = run_result(result, variant, {}, Slo(ttft_ms=args.slo_ttft_ms)).summary
+    run = run_result(result, variant, {}, Slo(ttft_ms=args.slo_ttft_ms))
+    summary = run.summary
     return {
+        "tail_long_prompt_share": tail_long_prompt_share(run.requests),
         "ttft_p99_ms": summary["ttft_ms"]["p99"], "ttft_mean_ms": summary["ttft_ms"]["mean"],
         "slo_violation": 1.0 - summary["slo_attainment"], "completed": summary["completed"],
         "failed": summary["failed"],
@@ -298,6 +300,19 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
         "model_mape": online.mape, "engine_model_mape": float(np.mean([m.mape for m in own])),
         "wall_s": wall,
     }
+
+
+#: prompts longer than this count as long in :func:`tail_long_prompt_share` (tokens)
+LONG_PROMPT_TOKENS = 4096
+
+
+def tail_long_prompt_share(records: list) -> float:
+    """Share of the requests at or above the P99 TTFT whose prompt exceeds ``LONG_PROMPT_TOKENS``
+    (who the tail is: deferred long prompts, or requests of every size stuck behind a backlog)."""
+    ttft = np.array([r.ttft_ms for r in records if r.ok])
+    prompts = np.array([r.input_tokens for r in records if r.ok])
+    tail = ttft >= np.percentile(ttft, 99)
+    return float((prompts[tail] > LONG_PROMPT_TOKENS).mean())
 
 
 def refit_experiment(requests: list[TraceRequest], args: argparse.Namespace) -> dict[str, Any]:
@@ -436,7 +451,7 @@ def main() -> int:
     runs = iter(results)
     rows = []
     header = (f"{'scenario':<22}{'variant':<21}{'error':>6}{'P99 TTFT ms':>18}{'mean TTFT ms':>14}"
-              f"{'SLO viol %':>12}{'moves':>8}{'races':>7}")
+              f"{'SLO viol %':>12}{'moves':>8}{'races':>7}{'P99 tail long':>14}")
     print(header)
     for scenario, variant, error in [c for c in cells] + [c[:3] for c in sweep_cells]:
         row = {"scenario": scenario, "variant": variant, "error": error, "seeds": args.seeds,
@@ -444,7 +459,7 @@ def main() -> int:
         rows.append(row)
         print(f"{scenario:<22}{variant:<21}{error:>6.0%}{row['ttft_p99_ms']:>10.0f} +-{row['ttft_p99_ms_std']:>4.0f}"
               f"{row['ttft_mean_ms']:>14.0f}{100 * row['slo_violation']:>12.2f}{row['moves']:>8.0f}"
-              f"{row['moves_lost_race']:>7.0f}", flush=True)
+              f"{row['moves_lost_race']:>7.0f}{100 * row['tail_long_prompt_share']:>13.0f}%", flush=True)
     by = {(r["scenario"], r["variant"], r["error"]): r for r in rows}
     ratios = {}
     for with_, without in RATIO_PAIRS:
