@@ -21,6 +21,13 @@ factories; never imports SGLang. Every section and key is optional; the defaults
                                # for the online solver; without it --eplb-algorithm moesched = EPLB
     [experts.solver]           # expert_sched.solver.SolverOptions fields (time_limit, ...)
 
+    [refit]                    # online refit of the step model from this scheduler's own steps
+    enabled = false
+    base_model = ""            # a perf_model preset name or a `moesched calibrate` coefficient file
+    log_interval_steps = 200   # one error line (MAPE, scale, drifts) per this many timed steps
+    steps_file = ""            # optional JSON-lines file, one row per timed step ("" for none)
+    [refit.options]            # perf_model.online.OnlineRefitConfig fields (forgetting, window, ...)
+
     [log]
     first_orderings = 5        # log the first N waiting-queue orderings and dispatch decisions in full
     summary_interval_s = 30.0  # then one summary line per interval (0: never)
@@ -89,6 +96,22 @@ class ExpertsConfig:
 
 
 @dataclass(frozen=True)
+class RefitConfig:
+    """``[refit]``: time each scheduler step and keep an online step model current (off by default)."""
+
+    enabled: bool = False
+    base_model: str = ""
+    log_interval_steps: int = 200
+    steps_file: str = ""
+    options: Mapping[str, Any] = field(default_factory=_frozen)
+
+    def refit_options(self) -> dict[str, Any]:
+        """Keyword options of ``OnlineRefitConfig`` (TOML arrays become tuples)."""
+        return {key: tuple(value) if isinstance(value, list) else value
+                for key, value in self.options.items()}
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """``[log]``: how much of the plugin's decisions go to the server log."""
 
@@ -103,6 +126,7 @@ class MoeschedConfig:
     request: RequestConfig = field(default_factory=RequestConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    refit: RefitConfig = field(default_factory=RefitConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
@@ -160,6 +184,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
                                   "options": _table}),
     "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
                                 "solver": _table}),
+    "refit": (RefitConfig, {"enabled": _bool, "base_model": _path, "log_interval_steps": _positive,
+                            "steps_file": _path, "options": _table}),
     "log": (LogConfig, {"first_orderings": _count, "summary_interval_s": _seconds}),
 }
 
@@ -208,13 +234,34 @@ def _check_against_cores(config: MoeschedConfig) -> None:
         path = getattr(config.experts, key)
         if path and not Path(path).is_file():
             raise ValueError(f"{source}: experts.{key}: expected an existing file, got {path!r}")
+    if config.refit.enabled:
+        _check_refit(config.refit, source)
+
+
+def _check_refit(refit: RefitConfig, source: str) -> None:
+    """The base model must load and the options must make a valid ``OnlineRefitConfig``."""
+    from perf_model.model_file import resolve_model
+    from perf_model.online import OnlineRefitConfig
+
+    if not refit.base_model:
+        raise ValueError(f"{source}: refit.base_model: expected a preset name or a coefficient "
+                         "file when refit.enabled = true")
+    try:
+        resolve_model(refit.base_model)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{source}: refit.base_model: {exc}") from None
+    try:
+        OnlineRefitConfig(**refit.refit_options())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: refit.options: {exc}") from None
 
 
 def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
     """Parse and validate TOML ``text``; ``source`` names it in error messages.
 
-    Relative ``experts.*_file`` paths are resolved against the directory of ``source`` when
-    ``source`` is a file path.
+    Relative ``experts.*_file`` and ``refit.steps_file`` paths are resolved against the directory
+    of ``source`` when ``source`` is a file path, and so is ``refit.base_model`` when such a file
+    exists there (otherwise it stays a preset name or a path from the working directory).
     """
     try:
         raw = tomllib.loads(text)
@@ -232,6 +279,10 @@ def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
         resolved = {key: str(base / path) for key in ("placement_file", "transitions_file")
                     if (path := getattr(config.experts, key)) and not os.path.isabs(path)}
         config = replace(config, experts=replace(config.experts, **resolved))
+        refit_paths = {key: str(base / path) for key in ("base_model", "steps_file")
+                       if (path := getattr(config.refit, key)) and not os.path.isabs(path)
+                       and (key == "steps_file" or (base / path).exists())}
+        config = replace(config, refit=replace(config.refit, **refit_paths))
     _check_against_cores(config)
     return config
 

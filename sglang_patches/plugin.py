@@ -12,6 +12,8 @@ section:
 * ``[request]``: :mod:`sglang_patches.hooks.request_order` (waiting-queue order, predictor feed);
 * ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
   ``--load-balance-method total_tokens``);
+* ``[refit]`` (off by default): :mod:`sglang_patches.hooks.step_timing` (each scheduler times its
+  steps and refits an online step model, logging its error);
 * always: :mod:`sglang_patches.hooks.eplb` (the name ``--eplb-algorithm moesched``; inert unless
   chosen).
 """
@@ -53,6 +55,22 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
                                        config.log.summary_interval_s)).register()
 
 
+def _refit_hooks(config: MoeschedConfig) -> None:
+    from perf_model.model_file import resolve_model
+    from perf_model.online import OnlineRefitConfig, OnlineStepModel
+    from sglang_patches.hooks.step_timing import StepRecorder, StepTimingHooks
+
+    refit = config.refit
+
+    def make_recorder() -> StepRecorder:  # only scheduler processes get here, on their first batch
+        model = OnlineStepModel(resolve_model(refit.base_model),
+                                OnlineRefitConfig(**refit.refit_options()))
+        steps_file = open(refit.steps_file, "a", encoding="utf-8") if refit.steps_file else None
+        return StepRecorder(model, refit.log_interval_steps, steps_file)
+
+    StepTimingHooks(make_recorder).register()
+
+
 def _eplb_hooks(config: MoeschedConfig) -> None:
     from expert_sched.sglang_algorithm import rebalance
     from sglang_patches.hooks.eplb import EplbHooks
@@ -79,10 +97,13 @@ def load() -> None:
         _request_hooks(config)
     if config.dispatch.enabled:
         _dispatch_hooks(config)
+    if config.refit.enabled:
+        _refit_hooks(config)
     _eplb_hooks(config)
     # SGLang loads plugins before it configures logging, so INFO records from here would be
     # dropped: this one line goes straight to stderr (the server log).
     print(f"moesched plugin on (pid {os.getpid()}, config {config.source}): "
           f"request={config.request.policy if config.request.enabled else 'off'} "
           f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
+          f"refit={'on' if config.refit.enabled else 'off'} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)
