@@ -8,6 +8,11 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     policy = "sjf-aging"       # a request_sched.policies name
     prefix_match_max = 128     # waiting requests prefix-matched per scheduling pass (0: none)
     [request.options]          # keyword options of that policy (create_queue(policy, **options))
+    [request.preemption]       # let a waiting request take a running slot (request_sched.preemption;
+    enabled = false            #   sjf-aging only; `moesched serve` adds --enable-priority-scheduling)
+    size_ratio = 4.0           # from a running request with >= 4x its steps of work left
+    max_per_request = 1        # times one request may be preempted
+    overdue = true             # from any running request once it waited past the policy's max_wait_s
 
     [dispatch]                 # choice of data-parallel rank (needs --load-balance-method total_tokens)
     enabled = true
@@ -59,6 +64,16 @@ def _frozen(options: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
+class PreemptionConfig:
+    """``[request.preemption]``: :class:`request_sched.preemption.PreemptionRule` settings."""
+
+    enabled: bool = False
+    size_ratio: float = 4.0
+    max_per_request: int = 1
+    overdue: bool = True
+
+
+@dataclass(frozen=True)
 class RequestConfig:
     """``[request]``: which request_sched policy orders SGLang's waiting queue."""
 
@@ -66,6 +81,7 @@ class RequestConfig:
     policy: str = "sjf-aging"
     prefix_match_max: int = 128
     options: Mapping[str, Any] = field(default_factory=_frozen)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
 
 @dataclass(frozen=True)
@@ -176,10 +192,31 @@ def _table(value: Any) -> Mapping[str, Any]:
     return _frozen(value)
 
 
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1:
+        raise ValueError("expected a number > 1")
+    return float(value)
+
+
+def _preemption(value: Any) -> PreemptionConfig:
+    if not isinstance(value, dict):
+        raise ValueError("expected a table (enabled, size_ratio, max_per_request, overdue)")
+    checks = {"enabled": _bool, "size_ratio": _ratio, "max_per_request": _count, "overdue": _bool}
+    values = {}
+    for key, item in value.items():
+        if key not in checks:
+            raise ValueError(f"unknown key {key!r}; expected one of {', '.join(checks)}")
+        try:
+            values[key] = checks[key](item)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return PreemptionConfig(**values)
+
+
 #: section -> (dataclass, key -> check)
 _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "request": (RequestConfig, {"enabled": _bool, "policy": _name, "prefix_match_max": _count,
-                                "options": _table}),
+                                "options": _table, "preemption": _preemption}),
     "dispatch": (DispatchConfig, {"enabled": _bool, "policy": _name, "block_tokens": _positive,
                                   "options": _table}),
     "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
@@ -214,9 +251,13 @@ def _check_against_cores(config: MoeschedConfig) -> None:
         from request_sched.policies import create_queue
 
         try:
-            create_queue(config.request.policy, **config.request.options)
+            queue = create_queue(config.request.policy, **config.request.options)
         except ValueError as exc:
             raise ValueError(f"{source}: request.policy/options: {exc}") from None
+        if config.request.preemption.enabled and not hasattr(queue, "job_size"):
+            raise ValueError(f"{source}: request.preemption.enabled needs a policy with a job-size "
+                             f"predictor (sjf-aging), got request.policy "
+                             f"{config.request.policy!r}")
     if config.dispatch.enabled:
         from engine_dispatch.factory import create_dispatcher
 

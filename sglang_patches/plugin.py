@@ -9,7 +9,9 @@ inherit the environment, so ``moesched serve`` (which sets it) switches every pr
 When on, it reads ``MOESCHED_CONFIG`` (:mod:`sglang_patches.config`) and registers, per enabled
 section:
 
-* ``[request]``: :mod:`sglang_patches.hooks.request_order` (waiting-queue order, predictor feed);
+* ``[request]``: :mod:`sglang_patches.hooks.request_order` (waiting-queue order, predictor feed),
+  and with ``[request.preemption] enabled``, :mod:`sglang_patches.hooks.preemption` (which running
+  request a waiting one preempts, under ``--enable-priority-scheduling``);
 * ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
   ``--load-balance-method total_tokens``);
 * ``[refit]`` (off by default): :mod:`sglang_patches.hooks.step_timing` (each scheduler times its
@@ -24,7 +26,7 @@ import os
 import sys
 from typing import Any
 
-from sglang_patches.config import MoeschedConfig, config_from_env
+from sglang_patches.config import MoeschedConfig, PreemptionConfig, config_from_env
 from sglang_patches.decision_log import DecisionLog
 
 
@@ -40,7 +42,21 @@ def _request_hooks(config: MoeschedConfig) -> None:
                                    DecisionLog(config.log.first_orderings,
                                                config.log.summary_interval_s))
 
-    RequestOrderHooks(make_orderer).register()
+    hooks = RequestOrderHooks(make_orderer)
+    hooks.register()
+    if request.preemption.enabled:
+        _preemption_hook(hooks, request.preemption)
+
+
+def _preemption_hook(request_hooks: Any, preemption: PreemptionConfig) -> None:
+    from request_sched.preemption import PreemptionRule
+    from sglang_patches.hooks.preemption import PreemptionHook
+
+    def make_rule(queue: Any) -> PreemptionRule:  # an sjf-aging queue (config checks it)
+        return PreemptionRule(queue.job_size.predictor, preemption.size_ratio, queue.max_wait_s,
+                              preemption.max_per_request, preemption.overdue)
+
+    PreemptionHook(request_hooks, make_rule).register()
 
 
 def _dispatch_hooks(config: MoeschedConfig) -> None:
@@ -104,6 +120,7 @@ def load() -> None:
     # dropped: this one line goes straight to stderr (the server log).
     print(f"moesched plugin on (pid {os.getpid()}, config {config.source}): "
           f"request={config.request.policy if config.request.enabled else 'off'} "
+          f"preemption={'on' if config.request.enabled and config.request.preemption.enabled else 'off'} "
           f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
           f"refit={'on' if config.refit.enabled else 'off'} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)

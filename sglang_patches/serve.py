@@ -11,8 +11,13 @@ plugin through the ``sglang.srt.plugins`` entry point, and replaces this process
 ``<this python> -m sglang.launch_server <arguments>``. Arguments it adds when absent:
 
 * ``--init-expert-location <experts.placement_file>`` when the config names a placement;
-* ``--load-balance-method total_tokens`` when ``--dp-size`` > 1 and the dispatcher is enabled
-  (the plugin replaces SGLang's ``total_tokens`` method; any other method keeps SGLang's own).
+* ``--load-balance-method total_tokens`` when there is more than one DP rank (``--dp-size`` x
+  ``--attn-dp-size``, SGLang's ``num_dp_ranks``, each under any of its spellings) and the
+  dispatcher is enabled (the plugin replaces SGLang's ``total_tokens`` method; any other method
+  keeps SGLang's own);
+* ``--enable-priority-scheduling`` when ``[request.preemption]`` is enabled (SGLang consults its
+  preemption path, which the plugin decides, only with it; requests without a priority all get
+  SGLang's default one, so the order stays the plugin's).
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ HOW_TO_GET_SGLANG = (f"install SGLang {SGLANG_VERSION} next to moesched: `make e
                      f".venvs/sglang, then run .venvs/sglang/bin/moesched serve ...) or "
                      f"`pip install 'moesched[sglang]'`")
 
-_DP_SIZE_FLAGS = ("--dp-size", "--data-parallel-size")
+#: flags whose values multiply to SGLang 0.5.23's number of DP ranks (``num_dp_ranks`` =
+#: ``dp_size * attn_dp_size``; ``arg_groups/fields/parallel.py``)
+_DP_SIZE_FLAGS = (("--dp-size", "--data-parallel-size"),
+                  ("--attn-dp-size", "--attention-data-parallel-size"))
+_PRIORITY_FLAG = "--enable-priority-scheduling"
+_NO_PREEMPTION_FLAG = "--disable-priority-preemption"
 _LOAD_BALANCE_FLAG = "--load-balance-method"
 _PLACEMENT_FLAG = "--init-expert-location"
 _SCHEDULE_POLICY_FLAG = "--schedule-policy"
@@ -63,6 +73,23 @@ def option_value(argv: Sequence[str], names: Sequence[str]) -> str | None:
     return value
 
 
+def dp_ranks(argv: Sequence[str]) -> int:
+    """SGLang's number of DP ranks for ``argv``: the product of the ``_DP_SIZE_FLAGS`` values."""
+    ranks = 1
+    for names in _DP_SIZE_FLAGS:
+        text = option_value(argv, names)
+        if text is None:
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{names[0]}: expected an integer, got {text!r}") from None
+        if value < 1:
+            raise ValueError(f"{names[0]}: expected an integer >= 1, got {value}")
+        ranks *= value
+    return ranks
+
+
 def build_launch(config: MoeschedConfig, config_path: str | None, sglang_args: Sequence[str],
                  python: str = sys.executable) -> tuple[list[str], dict[str, str], list[str]]:
     """Return ``(argv, env_updates, notes)`` for launching SGLang with the plugin on.
@@ -79,13 +106,8 @@ def build_launch(config: MoeschedConfig, config_path: str | None, sglang_args: S
             raise ValueError(f"{_PLACEMENT_FLAG} {given} conflicts with experts.placement_file "
                              f"{placement} in {config.source}; give only one")
         args += [_PLACEMENT_FLAG, placement]
-    dp_size_text = option_value(args, _DP_SIZE_FLAGS)
-    try:
-        dp_size = int(dp_size_text) if dp_size_text is not None else 1
-    except ValueError:
-        raise ValueError(f"--dp-size: expected an integer, got {dp_size_text!r}") from None
     method = option_value(args, (_LOAD_BALANCE_FLAG,))
-    if config.dispatch.enabled and dp_size > 1:
+    if config.dispatch.enabled and dp_ranks(args) > 1:
         if method is None:
             args += [_LOAD_BALANCE_FLAG, "total_tokens"]
         elif method != "total_tokens":
@@ -95,6 +117,12 @@ def build_launch(config: MoeschedConfig, config_path: str | None, sglang_args: S
     if config.request.enabled and policy not in (None, "fcfs"):
         notes.append(f"{_SCHEDULE_POLICY_FLAG} {policy} keeps SGLang's own ordering; the moesched "
                      f"request policy takes over only fcfs (the default)")
+    if config.request.enabled and config.request.preemption.enabled:
+        if _NO_PREEMPTION_FLAG in args:
+            raise ValueError(f"{_NO_PREEMPTION_FLAG} conflicts with request.preemption.enabled in "
+                             f"{config.source}; give only one")
+        if _PRIORITY_FLAG not in args:
+            args.append(_PRIORITY_FLAG)
     env = {ENABLE_ENV: "1"}
     if config_path:
         env[CONFIG_ENV] = os.path.abspath(config_path)

@@ -64,6 +64,7 @@ class EngineLimits:
     dp_size: int
     sglang_kv_tokens_per_rank: int
     moesched_dispatch: bool = True  # the patched server's DP dispatch is moesched's (else SGLang's round robin)
+    moesched_preemption: bool = True  # the patched server preempts (--enable-priority-scheduling + plugin rule)
 
 
 def _sglang_args(limits: EngineLimits) -> tuple[str, ...]:
@@ -93,21 +94,28 @@ def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> Se
         # what `moesched serve` sets: the switch and the config for every SGLang process, and the
         # load-balance method whose DP-controller method the plugin replaces (with --dp-size > 1)
         dispatch = ("--load-balance-method", "total_tokens") if limits.dp_size > 1 and limits.moesched_dispatch else ()
-        return ServerConfig("sglang", port, extra_args=args + dispatch, sglang_plugins=True,
+        # and, with [request.preemption] on, the flag under which SGLang consults its preemption path
+        preemption = ("--enable-priority-scheduling",) if limits.moesched_preemption else ()
+        return ServerConfig("sglang", port, extra_args=args + dispatch + preemption, sglang_plugins=True,
                             extra_env={**env, "MOESCHED_ENABLE": "1", "MOESCHED_CONFIG": str(moesched_config)},
                             sglang_max_total_tokens=limits.sglang_kv_tokens_per_rank)
     raise ValueError(f"server label: expected {PATCHED} or one of {', '.join(OPPONENTS)}, got {label!r}")
 
 
-def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool, dispatch: bool = True) -> str:
+def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool, dispatch: bool = True,
+                  preemption_ratio: float | None = 4.0) -> str:
     """The plugin's config for the comparison: sjf-aging with the given bound and aging rate (step
-    model: the default H100 preset), scored DP dispatch unless ``dispatch`` is False."""
+    model: the default H100 preset), preemption with ``preemption_ratio`` (None: off), scored DP
+    dispatch unless ``dispatch`` is False."""
     return (
         "# written by experiments/comparisons/real_cpu.py (plugin config of the patched SGLang)\n"
         "[request]\npolicy = \"sjf-aging\"\n\n[request.options]\n"
         f"max_wait_s = {max_wait_s!r}\n"
         f"aging_rate = {aging_rate!r}  # H100-preset job sizes; steps here are ~100x slower\n"
         f"cap_by_max_tokens = {'true' if cap_by_max_tokens else 'false'}  # max_tokens = true output length in this replay\n\n"
+        + ("[request.preemption]\nenabled = false\n\n" if preemption_ratio is None else
+           f"[request.preemption]\nenabled = true\nsize_ratio = {preemption_ratio!r}\nmax_per_request = 1\n"
+           "overdue = true\n\n") +
         f"[dispatch]\nenabled = {'true' if dispatch else 'false'}\npolicy = \"scored\"\n\n[dispatch.options]\n"
         f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: a CPU step takes seconds\n\n"
         "[log]\nfirst_orderings = 10\nsummary_interval_s = 15.0\n"
@@ -232,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "is scaled down 100x (see docs/real_cpu.md)")
     p.add_argument("--request-layer-only", action="store_true",
                    help="patched server: request ordering only; DP dispatch stays SGLang's round robin, as stock")
+    p.add_argument("--no-preemption", action="store_true",
+                   help="patched server: no preemption (order only); by default a waiting request may take the "
+                        "running slot of one with --size-ratio x its steps of work left, or any once overdue")
+    p.add_argument("--size-ratio", type=float, default=4.0, help="preemption size ratio (> 1)")
     p.add_argument("--oracle-max-tokens", action="store_true",
                    help="let the predictor cap estimates by max_tokens (= the true output length here)")
     o = parser.add_argument_group("output")
@@ -270,8 +282,11 @@ def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWork
                              _request_class(args.long, "--long"), args.seed)
     if workload.long.prompt_max + workload.long.output_max > MAX_MODEL_LEN:
         raise ValueError(f"--long: prompt_max + output_max must be <= {MAX_MODEL_LEN}")
+    if not args.size_ratio > 1:
+        raise ValueError(f"--size-ratio: expected a number > 1, got {args.size_ratio}")
     limits = EngineLimits(args.max_running, args.prefill_tokens, args.dp_size, args.sglang_kv_tokens,
-                          moesched_dispatch=not args.request_layer_only)
+                          moesched_dispatch=not args.request_layer_only,
+                          moesched_preemption=not args.no_preemption)
     return opponents, limits, workload
 
 
@@ -322,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = workload.write_csv(trace)
     moesched_config = (out / "moesched.toml").resolve()
     atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.aging_rate, args.oracle_max_tokens,
-                                                    dispatch=not args.request_layer_only))
+                                                    dispatch=not args.request_layer_only,
+                                                    preemption_ratio=None if args.no_preemption else args.size_ratio))
     load_config(moesched_config)  # refuse a bad plugin config before any server starts
     pairs: dict[str, dict[str, Any]] = {}
     for opponent in opponents:

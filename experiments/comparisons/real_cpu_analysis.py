@@ -23,7 +23,7 @@ from typing import Any
 from experiments.metrics.runs import RunResult
 
 #: marks the plugin's own log lines (request order, DP dispatch, start-up banner)
-PLUGIN_LOG_MARK = re.compile(r"moesched (plugin on|request order|dp dispatch)")
+PLUGIN_LOG_MARK = re.compile(r"moesched (plugin on|request order|dp dispatch|preempt)")
 
 
 @dataclass(frozen=True)
@@ -184,5 +184,5 @@ def reordered_summary(lines: Iterable[str]) -> dict[str, int]:
         if match:
             last[match.group(1) or "rank"] = (int(match.group(2)), int(match.group(3)))
     return {"passes": sum(p for p, _ in last.values()), "reordered": sum(r for _, r in last.values()),
-            "ranks": len(last)}
+            "ranks": len(last), "preemptions": sum(" moesched preempt #" in line for line in lines)}
 

@@ -162,6 +162,11 @@ class WaitingQueueOrderer:
         self.log.decision(lambda: self._describe_order(ordered, sglang_head, now))
         self.log.maybe_summary(lambda: self._summary(ordered, now))
 
+    def first_enqueue_s(self, req: Req) -> float | None:
+        """When ``req`` first entered this waiting queue (``perf_counter`` s), if this orderer saw it."""
+        described = self._seen.get(req)
+        return described.enqueue_s if described is not None else None
+
     def on_finished(self, req: Req) -> None:
         """Feed a finished request's output length to the policy (if this scheduler saw it)."""
         described = self._seen.get(req)

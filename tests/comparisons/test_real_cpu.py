@@ -91,10 +91,12 @@ def test_plugin_log_lines_and_reordering_summary(tmp_path):
         "[t DP0] moesched request order [sjf-aging] summary: passes=4 reordered=1 (head ...)\n"
         "[t DP0] moesched request order [sjf-aging] summary: passes=9 reordered=3 (head ...)\n"
         "[t DP1] moesched request order [sjf-aging] summary: passes=5 reordered=2 (head ...)\n"
-        "[t] moesched dp dispatch [scored]: 7a3b -> rank 0\n")
+        "[t] moesched dp dispatch [scored]: 7a3b -> rank 0\n"
+        "[t DP1] moesched preempt #1 (size ratio >= 4): 5c(prompt=40 ...) takes the slot of 9d(...)\n"
+        "[t DP0] moesched preempt #1 (overdue): 7e(prompt=1500 ...) takes the slot of 1f(...)\n")
     lines = plugin_log_lines(log)
-    assert len(lines) == 6 and not any("Prefill" in line for line in lines)
-    assert reordered_summary(lines) == {"passes": 14, "reordered": 5, "ranks": 2}
+    assert len(lines) == 8 and not any("Prefill" in line for line in lines)
+    assert reordered_summary(lines) == {"passes": 14, "reordered": 5, "ranks": 2, "preemptions": 2}
 
 
 def _limits(dp=2):
@@ -118,6 +120,11 @@ def test_servers_share_limits_and_only_the_patched_one_loads_the_plugin(tmp_path
     request_only = real_cpu.server_config(
         "patched", real_cpu.EngineLimits(8, 2048, 2, 16384, moesched_dispatch=False), cfg)
     assert "--load-balance-method" not in request_only.extra_args and request_only.sglang_plugins
+    assert "--enable-priority-scheduling" in patched.extra_args  # preemption on by default
+    assert "--enable-priority-scheduling" not in stock.extra_args
+    order_only = real_cpu.server_config(
+        "patched", real_cpu.EngineLimits(8, 2048, 2, 16384, moesched_preemption=False), cfg)
+    assert "--enable-priority-scheduling" not in order_only.extra_args
     single = real_cpu.server_config("patched", _limits(dp=1), cfg)
     assert "--load-balance-method" not in single.extra_args and "SGLANG_CPU_OMP_THREADS_BIND" not in single.extra_env
 
@@ -129,12 +136,17 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
         assert dict(config.request.options) == {"max_wait_s": 25.0, "aging_rate": 1e-4, "cap_by_max_tokens": oracle}
         assert config.dispatch.enabled
     assert not parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, dispatch=False), "generated").dispatch.enabled
+    preemption = parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, preemption_ratio=3.0), "g").request.preemption
+    assert preemption.enabled and preemption.size_ratio == 3.0 and preemption.max_per_request == 1
+    off = parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, preemption_ratio=None), "g").request.preemption
+    assert not off.enabled
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--opponents", "sglang"], "--opponents"), (["--dp-size", "3"], "--dp-size"),
     (["--long", "1024,2000,16,100"], "--long"), (["--short", "1,2,3"], "--short"),
     (["--max-wait-s", "0"], "--max-wait-s"), (["--aging-rate", "-1"], "--aging-rate"),
+    (["--size-ratio", "1"], "--size-ratio"),
 ])
 def test_bad_options_exit_2_before_any_server_starts(argv, message, tmp_path, capsys):
     assert real_cpu.main(argv + ["--out", str(tmp_path / "o")]) == 2

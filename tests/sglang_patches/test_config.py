@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sglang_patches.config import (CONFIG_ENV, ENABLE_ENV, MoeschedConfig, config_from_env,
-                                   load_config, parse_config)
+from sglang_patches.config import (CONFIG_ENV, ENABLE_ENV, MoeschedConfig, PreemptionConfig,
+                                   config_from_env, load_config, parse_config)
 
 
 def test_defaults_are_valid_and_name_real_policies() -> None:
@@ -46,6 +46,10 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
     ('[dispatch]\npolicy = "fastest"', "dispatcher 'fastest': expected one of"),
     ("[log]\nsummary_interval_s = -2", "log.summary_interval_s: expected a number of seconds >= 0"),
     ('[experts]\nplacement_file = "/no/such/placement.json"', "experts.placement_file: expected an existing file"),
+    ("[request.preemption]\nsize_ratio = 1", "request.preemption: size_ratio: expected a number > 1"),
+    ("[request.preemption]\nratio = 4", "request.preemption: unknown key 'ratio'; expected one of"),
+    ('[request]\npolicy = "fcfs"\n[request.preemption]\nenabled = true',
+     "request.preemption.enabled needs a policy with a job-size predictor (sjf-aging)"),
     ("[request]\nfoo =", "not valid TOML"),
     ("request = 3", "[request] must be a table"),
 ])
@@ -55,6 +59,13 @@ def test_bad_input_is_one_line_naming_key(text: str, message: str) -> None:
     text_of_error = str(info.value)
     assert text_of_error.startswith("cfg.toml: ") and message in text_of_error
     assert "\n" not in text_of_error
+
+
+def test_preemption_is_off_by_default_and_parsed() -> None:
+    assert not load_config(None).request.preemption.enabled
+    config = parse_config("[request.preemption]\nenabled = true\nsize_ratio = 3\n"
+                          "max_per_request = 2\noverdue = false\n", "cfg.toml")
+    assert config.request.preemption == PreemptionConfig(True, 3.0, 2, False)
 
 
 def test_unreadable_file_names_it(tmp_path: Path) -> None:

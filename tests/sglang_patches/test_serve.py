@@ -61,6 +61,41 @@ def test_conflicting_placement_is_refused(tmp_path: Path) -> None:
 def test_bad_dp_size_is_refused() -> None:
     with pytest.raises(ValueError, match="--dp-size: expected an integer, got 'two'"):
         serve.build_launch(load_config(None), None, ["--dp-size", "two"])
+    with pytest.raises(ValueError, match="--attn-dp-size: expected an integer >= 1, got 0"):
+        serve.build_launch(load_config(None), None, ["--attn-dp-size", "0"])
+
+
+@pytest.mark.parametrize(("flags", "ranks"), [
+    ([], 1),
+    (["--attn-dp-size", "4"], 4),
+    (["--attention-data-parallel-size=2"], 2),
+    (["--dp-size", "2", "--attn-dp-size", "4"], 8),
+    (["--data-parallel-size", "3", "--attn-dp-size", "1"], 3),
+])
+def test_dp_ranks_multiplies_dp_and_attention_dp(flags: list[str], ranks: int) -> None:
+    assert serve.dp_ranks(flags) == ranks
+
+
+def test_attention_dp_alone_gets_the_dispatch_method() -> None:
+    argv, _, _ = serve.build_launch(load_config(None), None, ["--tp-size", "8", "--attn-dp-size", "8"],
+                                    python="/py")
+    assert argv[3:] == ["--tp-size", "8", "--attn-dp-size", "8",
+                        "--load-balance-method", "total_tokens"]
+
+
+def test_preemption_adds_priority_scheduling_once(tmp_path: Path) -> None:
+    config_path = tmp_path / "m.toml"
+    config_path.write_text("[request.preemption]\nenabled = true\n")
+    config = load_config(config_path)
+    argv, _, _ = serve.build_launch(config, str(config_path), ["--model-path", "m"], python="/py")
+    assert argv[3:] == ["--model-path", "m", "--enable-priority-scheduling"]
+    argv, _, _ = serve.build_launch(config, str(config_path),
+                                    ["--enable-priority-scheduling"], python="/py")
+    assert argv[3:] == ["--enable-priority-scheduling"]
+    with pytest.raises(ValueError, match="--disable-priority-preemption conflicts"):
+        serve.build_launch(config, str(config_path), ["--disable-priority-preemption"])
+    argv, _, _ = serve.build_launch(load_config(None), None, ["--model-path", "m"], python="/py")
+    assert "--enable-priority-scheduling" not in argv  # off by default
 
 
 def test_cli_dry_run_passes_unknown_args_through(capsys: pytest.CaptureFixture[str]) -> None:
