@@ -22,7 +22,7 @@ runs TP8), not 8 lock-stepped ranks with their own queues.
 
 Token budget default: EP2's decode steps are 27-35 ms at batch 128-256 (public rows), so a 50 ms
 TPOT budget leaves room for prefill; EP8's are 46.6-55.5 ms at batch 128-228, so 50 ms is
-unreachable by decode alone and starves prefill (Azure conv mean TTFT 8.35x of vllm, measured);
+unreachable by decode alone and starves prefill (Azure conv mean TTFT 8.4-9.7x of vllm, measured);
 60 ms is the first 10 ms step above the batch-228 row.
 
 Expert placements are solved on routing statistics (default: the bundled OLMoE arxiv counts, a
