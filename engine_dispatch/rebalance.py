@@ -2,9 +2,7 @@
 
 Dispatch decides once, at arrival, on load reports that may be stale and sizes that may be
 mispredicted. Every ``period_s`` (or sooner, down to ``min_interval_s``, when the share of waiting
-requests already past their TTFT deadline reaches ``spike_fraction``, or when the predicted drain
-gap between the most and least loaded engine reaches ``trigger_gap_s``: a burst landed unevenly)
-the host calls
+requests already past their TTFT deadline reaches ``spike_fraction``) the host calls
 :meth:`SelectiveRebalancer.propose` with each engine's waiting requests in admission order and its
 :class:`~engine_dispatch.types.EngineLoad`; the rebalancer returns moves.
 
@@ -58,8 +56,6 @@ class RebalanceConfig:
         min_interval_s: least time between rounds when a violation spike triggers one (> 0).
         spike_fraction: share of waiting requests past their TTFT deadline that triggers a round
             early (0..1).
-        trigger_gap_s: a predicted drain gap between the most and the least loaded healthy engine
-            at least this large triggers a round early (a burst landed unevenly); 0 disables it.
         max_moves_per_s: average move rate allowed (> 0).
         max_burst: moves allowed at once (>= 1).
         migration_cost_s: predicted cost of moving one waiting request (re-sending it).
@@ -76,7 +72,6 @@ class RebalanceConfig:
     period_s: float = 0.1
     min_interval_s: float = 0.05
     spike_fraction: float = 0.1
-    trigger_gap_s: float = 0.25
     max_moves_per_s: float = 200.0
     max_burst: int = 32
     migration_cost_s: float = 0.005
@@ -93,7 +88,7 @@ class RebalanceConfig:
     def __post_init__(self) -> None:
         checks = {
             "period_s": self.period_s > 0, "min_interval_s": self.min_interval_s > 0,
-            "spike_fraction": 0 <= self.spike_fraction <= 1, "trigger_gap_s": self.trigger_gap_s >= 0,
+            "spike_fraction": 0 <= self.spike_fraction <= 1,
             "max_moves_per_s": self.max_moves_per_s > 0, "max_burst": self.max_burst >= 1,
             "migration_cost_s": self.migration_cost_s >= 0, "min_gain_s": self.min_gain_s >= 0,
             "long_wait_s": self.long_wait_s >= 0, "overload_ratio": self.overload_ratio >= 1,
@@ -221,27 +216,13 @@ class SelectiveRebalancer:
         self.rounds = 0
         self.moves = 0
 
-    def due(self, now: float, overdue_fraction: float = 0.0, drain_gap_s: float = 0.0) -> bool:
-        """Whether a round should run at ``now``: the period elapsed, or (at least
-        ``min_interval_s`` after the last round) a violation spike (``overdue_fraction`` = share
-        of waiting requests past their TTFT deadline) or a burst that landed unevenly
-        (``drain_gap_s``, see :meth:`drain_gap_s`)."""
-        cfg = self.config
+    def due(self, now: float, overdue_fraction: float = 0.0) -> bool:
+        """Whether a round should run at ``now``: the period elapsed, or a violation spike
+        (``overdue_fraction`` = share of waiting requests past their TTFT deadline)."""
         since = now - self._last_round_s
-        if since >= cfg.period_s:
+        if since >= self.config.period_s:
             return True
-        if since < cfg.min_interval_s:
-            return False
-        spike = overdue_fraction >= cfg.spike_fraction > 0
-        burst = drain_gap_s >= cfg.trigger_gap_s > 0
-        return spike or burst
-
-    def drain_gap_s(self, loads: Sequence[EngineLoad]) -> float:
-        """Predicted seconds to drain the reported pending prefill of the most loaded healthy
-        engine minus that of the least loaded one (0 with fewer than two healthy engines)."""
-        drains = [self._drain(load.engine_id)(load.running, load.kv_used_tokens, load.pending_prefill_tokens)
-                  for load in loads if load.healthy]
-        return max(drains) - min(drains) if len(drains) > 1 else 0.0
+        return overdue_fraction >= self.config.spike_fraction > 0 and since >= self.config.min_interval_s
 
     def _drain(self, engine_id: int) -> Callable[[int, int, int], float]:
         """``drain(running, kv_used, tokens)`` seconds on ``engine_id``, priced by its model now."""

@@ -2,9 +2,8 @@
 that moves waiting requests between engine queues.
 
 Every ``check_period_s`` of simulated time :class:`RebalancingTicker` measures the share of
-waiting requests already past their TTFT deadline and the engines' predicted drain gap, and asks
-the rebalancer whether a round is due (its period, or sooner on a violation spike or an uneven
-burst). A round shows the rebalancer every engine's live
+waiting requests already past their TTFT deadline and asks the rebalancer whether a round is due
+(its period, or sooner on a violation spike). A round shows the rebalancer every engine's live
 load and its waiting requests in admission order (``RequestQueue.ordered``), with predicted
 prefill tokens (uncached prompt on that engine, times an optional per-request error factor) and
 bias-aware deadlines (:class:`~request_sched.deadline.DeadlineEstimator`). Moves are applied
@@ -81,7 +80,7 @@ class RebalancingTicker:
         overdue = sum(1 for e in engines for r in e.waiting.values()
                       if now - r.trace.arrival_s > self.ttft_slo_s)
         moves: list[Move] = []
-        if self.rebalancer.due(now, overdue / waiting, self.rebalancer.drain_gap_s([e.load for e in engines])):
+        if self.rebalancer.due(now, overdue / waiting):
             queues = [EngineQueue(e.load, [self._queued(w.host_ref, e) for w in e.queue.ordered(now)])
                       for e in engines]
             by_id = {rid: req for e in engines for rid, req in e.waiting.items()}
