@@ -30,6 +30,7 @@ from aiohttp import web
 
 from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.router.errors import RouterError
+from engine_dispatch.router.late_binding import LateBinder
 from engine_dispatch.router.metrics import RouterMetrics
 from engine_dispatch.router.pool import EnginePool
 from engine_dispatch.router.request_parse import ParsedRequest, Tokenize, parse_request
@@ -66,12 +67,13 @@ class Router:
     """Holds the dispatcher, the engine pool and the metrics; its methods are the handlers."""
 
     def __init__(self, pool: EnginePool, dispatcher: Dispatcher, settings: ProxySettings,
-                 tokenize: Tokenize | None = None) -> None:
+                 tokenize: Tokenize | None = None, late: LateBinder | None = None) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
         self.settings = settings
         self.tokenize = tokenize
         self.metrics = RouterMetrics()
+        self.late = late
         self._ids = itertools.count()
 
     # --- application ---------------------------------------------------------------------------
@@ -86,6 +88,10 @@ class Router:
         app.router.add_get("/metrics", self.prometheus)
         app.on_startup.append(lambda _: self.pool.start())
         app.on_cleanup.append(lambda _: self.pool.stop())
+        if self.late is not None:
+            late = self.late
+            app.on_startup.append(lambda _: late.start())
+            app.on_cleanup.append(lambda _: late.stop())
         return app
 
     @web.middleware
@@ -118,7 +124,8 @@ class Router:
         return web.json_response({"object": "list", "data": data})
 
     async def prometheus(self, request: web.Request) -> web.Response:
-        text = self.metrics.render({e.url: e.healthy for e in self.pool.engines})
+        extra = [] if self.late is None else self.late.metrics.render(self.late.held_count())
+        text = self.metrics.render({e.url: e.healthy for e in self.pool.engines}, extra)
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
@@ -143,6 +150,8 @@ class Router:
         tried: set[int] = set()
         for attempt in range(self.settings.max_attempts):
             engine_id = self._choose(parsed, tried)
+            if self.late is not None:
+                engine_id = await self.late.acquire(request, parsed, engine_id, tried)
             tried.add(engine_id)
             if attempt:
                 self.metrics.retries += 1
@@ -216,6 +225,8 @@ class Router:
         finally:
             self.dispatcher.on_finished(parsed.dispatch, engine_id, time.monotonic(),
                                         output_chunks)
+            if self.late is not None:
+                self.late.finished(parsed.dispatch.request_id)
 
     def _first_token(self, parsed: ParsedRequest, engine_id: int) -> None:
         self.pool.mark_alive(engine_id)

@@ -9,15 +9,26 @@ Example::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from aiohttp import web
 
 from engine_dispatch.config import ScoredConfig, load_config
+from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.factory import create_dispatcher, dispatcher_names
+from engine_dispatch.late_binding import load_late_binding
+from engine_dispatch.rebalance import SelectiveRebalancer
 from engine_dispatch.router.app import ProxySettings, Router
+from engine_dispatch.router.late_binding import LateBinder
 from engine_dispatch.router.pool import EnginePool, PoolSettings
 from engine_dispatch.router.request_parse import Tokenize
+from perf_model.batch import StepTimeModel
+from perf_model.model_file import load_model
+from perf_model.presets import preset_model, preset_names
+
+#: ``--late-binding`` given without a file: the built-in defaults
+_DEFAULTS = "defaults"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="engines tried per request when they fail before answering")
     parser.add_argument("--request-timeout-s", type=float, default=600.0,
                         help="upstream request timeout in seconds (default 600)")
+    parser.add_argument("--late-binding", nargs="?", const=_DEFAULTS, default=None, metavar="TOML",
+                        help="hold requests per engine while it is full and rebalance them before "
+                             "sending ([hold] and [rebalance] tables, see configs/late_binding.toml; "
+                             "without a file: defaults). Off when not given")
+    parser.add_argument("--hold-max-in-flight", type=int, default=None, metavar="N",
+                        help="with --late-binding: requests in flight per engine at which it is "
+                             "full (overrides hold.max_in_flight)")
 
 
 def _tokenizer(path: Path | None) -> Tokenize | None:
@@ -77,7 +95,30 @@ def build_router(args: argparse.Namespace) -> Router:
     settings = ProxySettings(max_body_bytes=args.max_body_bytes, max_attempts=args.max_attempts,
                              request_timeout_s=args.request_timeout_s,
                              block_tokens=config.dispatch.block_tokens)
-    return Router(pool, dispatcher, settings, _tokenizer(args.tokenizer))
+    late = _late_binder(args, pool, dispatcher)
+    return Router(pool, dispatcher, settings, _tokenizer(args.tokenizer), late)
+
+
+def _step_model(name: str) -> StepTimeModel:
+    """A preset name or a ``moesched calibrate`` coefficient file."""
+    return preset_model(name) if name in preset_names() else load_model(name)
+
+
+def _late_binder(args: argparse.Namespace, pool: EnginePool, dispatcher: Dispatcher) -> LateBinder | None:
+    if args.late_binding is None:
+        if args.hold_max_in_flight is not None:
+            raise ValueError("--hold-max-in-flight applies with --late-binding only")
+        return None
+    config = load_late_binding(None if args.late_binding == _DEFAULTS else args.late_binding)
+    if args.hold_max_in_flight is not None:
+        config = dataclasses.replace(config, hold=dataclasses.replace(
+            config.hold, max_in_flight=args.hold_max_in_flight))
+    try:
+        model = _step_model(config.hold.step_model)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"hold.step_model: expected a preset ({', '.join(preset_names())}) or a "
+                         f"coefficient file: {exc}") from exc
+    return LateBinder(config, SelectiveRebalancer(config.rebalance, model), pool, dispatcher)
 
 
 def run(args: argparse.Namespace) -> int:

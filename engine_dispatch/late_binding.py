@@ -1,0 +1,249 @@
+"""Late binding: hold requests in a short queue per engine and bind them to an engine when sent.
+
+A host (the HTTP router) that picked engine ``e`` for a request does not send it at once when ``e``
+is full (``max_in_flight`` requests sent to it and not finished): the request waits in ``e``'s hold
+queue, in arrival order. When a slot frees, the head is released (sent). While a request is held,
+the pure :class:`~engine_dispatch.rebalance.SelectiveRebalancer` may re-target it to another
+engine (it joins the back of that engine's hold queue); once released it never moves again.
+
+Every request is in exactly one state: *held* on one engine, *sent* to one engine, or gone.
+Transitions (all O(1) or O(queue)): ``submit`` -> held or sent; ``release`` held -> sent (only to
+an engine the host calls healthy); ``finished`` sent -> gone; ``withdraw`` held -> gone (client
+left, or nowhere to go); ``retarget`` / applied moves held -> held elsewhere. A move whose request
+is no longer held on its source, or whose target is not healthy, is dropped (counted in
+``moves_dropped``): a move racing a release or a completion can neither duplicate nor lose it.
+
+Configuration (TOML, every key optional)::
+
+    [hold]
+    max_in_flight = 4        # requests sent to one engine and not finished at which it is full
+    tick_s = 0.02            # host's release / rebalance check period, seconds
+    step_model = "qwen3-30b-a3b-h100"  # preset name or a `moesched calibrate` coefficient file
+                                       # (prices the rebalancer's drain times)
+    [rebalance]              # any field of engine_dispatch.rebalance.RebalanceConfig
+    max_moves_per_s = 50.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine_dispatch.config import _build
+from engine_dispatch.rebalance import EngineQueue, Move, QueuedRequest, RebalanceConfig, SelectiveRebalancer
+from engine_dispatch.types import EngineLoad
+
+
+@dataclass(frozen=True)
+class HoldParams:
+    """Hold-queue knobs (see the module docstring)."""
+
+    max_in_flight: int = 4
+    tick_s: float = 0.02
+    step_model: str = "qwen3-30b-a3b-h100"
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"hold.max_in_flight: expected an integer >= 1, got {self.max_in_flight}")
+        if not self.tick_s > 0:
+            raise ValueError(f"hold.tick_s: expected a number > 0, got {self.tick_s}")
+
+
+@dataclass(frozen=True)
+class LateBindingConfig:
+    """``[hold]`` and ``[rebalance]`` tables of a late-binding TOML file."""
+
+    hold: HoldParams = field(default_factory=HoldParams)
+    rebalance: RebalanceConfig = field(default_factory=RebalanceConfig)
+
+
+def load_late_binding(path: str | Path | None) -> LateBindingConfig:
+    """Read and validate a late-binding TOML file (None: defaults). Raises ValueError/OSError naming it."""
+    if path is None:
+        return LateBindingConfig()
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data: dict[str, Any] = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        unknown = sorted(set(data) - {"hold", "rebalance"})
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown table; expected hold or rebalance")
+        hold = _build(HoldParams, data.get("hold", {}), "hold")
+        rebalance = _build(RebalanceConfig, data.get("rebalance", {}), "rebalance")
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    return LateBindingConfig(hold, rebalance)
+
+
+@dataclass
+class Held:
+    """A request waiting in a hold queue.
+
+    Attributes:
+        request_id: the host's id.
+        engine_id: the engine whose queue holds it.
+        tokens: predicted prefill tokens (its prompt length).
+        held_s: host clock when it was first held (seconds).
+        latest_start_s: latest start meeting its SLO (``inf``: none).
+    """
+
+    request_id: str
+    engine_id: int
+    tokens: int
+    held_s: float
+    latest_start_s: float = math.inf
+
+
+@dataclass(frozen=True)
+class Release:
+    """``request_id`` is to be sent now to ``engine_id``; it was held ``held_for_s`` seconds."""
+
+    request_id: str
+    engine_id: int
+    held_for_s: float
+
+
+class HoldQueues:
+    """Per-engine hold queues and in-flight counts (pure; the host owns clocks and sending).
+
+    Args:
+        num_engines: engines ``0..num_engines-1``.
+        max_in_flight: sent-and-unfinished requests at which an engine is full (>= 1).
+    """
+
+    def __init__(self, num_engines: int, max_in_flight: int) -> None:
+        if num_engines < 1 or max_in_flight < 1:
+            raise ValueError("num_engines and max_in_flight must be >= 1")
+        self.max_in_flight = max_in_flight
+        self._queues: list[deque[Held]] = [deque() for _ in range(num_engines)]
+        self._held: dict[str, Held] = {}
+        self._sent: dict[str, int] = {}  # request id -> engine
+        self._in_flight = [0] * num_engines
+        self.moves_applied = 0
+        self.moves_dropped = 0
+
+    # --- state --------------------------------------------------------------------------------
+
+    def held(self, engine_id: int) -> list[Held]:
+        """Requests held for ``engine_id``, head first."""
+        return list(self._queues[engine_id])
+
+    def held_count(self) -> int:
+        return len(self._held)
+
+    def held_on(self, request_id: str) -> int | None:
+        """Engine whose queue holds ``request_id`` (None: not held)."""
+        held = self._held.get(request_id)
+        return None if held is None else held.engine_id
+
+    def in_flight(self, engine_id: int) -> int:
+        """Requests sent to ``engine_id`` and not finished."""
+        return self._in_flight[engine_id]
+
+    def sent_to(self, request_id: str) -> int | None:
+        return self._sent.get(request_id)
+
+    # --- transitions ----------------------------------------------------------------------------
+
+    def submit(self, request_id: str, engine_id: int, tokens: int, now: float,
+               latest_start_s: float = math.inf) -> bool:
+        """A request picked for ``engine_id``: True = send it now (booked as sent), False = held.
+
+        It is sent at once only when the engine has a free slot and nothing is held ahead of it.
+        Raises ValueError for an id that is already held or sent.
+        """
+        if request_id in self._held or request_id in self._sent:
+            raise ValueError(f"request {request_id!r} is already held or sent")
+        if not self._queues[engine_id] and self._in_flight[engine_id] < self.max_in_flight:
+            self._mark_sent(request_id, engine_id)
+            return True
+        held = Held(request_id, engine_id, max(0, tokens), now, latest_start_s)
+        self._held[request_id] = held
+        self._queues[engine_id].append(held)
+        return False
+
+    def release(self, healthy: Sequence[bool], now: float) -> list[Release]:
+        """Pop queue heads of healthy engines while they have free slots; they are now sent."""
+        out: list[Release] = []
+        for engine_id, queue in enumerate(self._queues):
+            if not healthy[engine_id]:
+                continue
+            while queue and self._in_flight[engine_id] < self.max_in_flight:
+                held = queue.popleft()
+                del self._held[held.request_id]
+                self._mark_sent(held.request_id, engine_id)
+                out.append(Release(held.request_id, engine_id, now - held.held_s))
+        return out
+
+    def finished(self, request_id: str) -> None:
+        """A sent request ended (answered or failed); frees its slot. Unknown ids are ignored."""
+        engine_id = self._sent.pop(request_id, None)
+        if engine_id is not None:
+            self._in_flight[engine_id] -= 1
+
+    def withdraw(self, request_id: str) -> Held | None:
+        """Take a held request out (its client left, or it has nowhere to go); None if not held."""
+        held = self._held.pop(request_id, None)
+        if held is not None:
+            self._queues[held.engine_id].remove(held)
+        return held
+
+    def retarget(self, request_id: str, engine_id: int) -> bool:
+        """Move a held request to the back of ``engine_id``'s queue; False if it is not held."""
+        held = self._held.get(request_id)
+        if held is None:
+            return False
+        self._queues[held.engine_id].remove(held)
+        held.engine_id = engine_id
+        self._queues[engine_id].append(held)
+        return True
+
+    def stranded(self, healthy: Sequence[bool]) -> list[str]:
+        """Ids held for engines that are not healthy (the host re-picks or withdraws them)."""
+        return [h.request_id for e, queue in enumerate(self._queues) if not healthy[e] for h in queue]
+
+    # --- rebalancing ------------------------------------------------------------------------------
+
+    def rebalance(self, rebalancer: SelectiveRebalancer, loads: Sequence[EngineLoad], now: float,
+                  work_on: Callable[[str, int], int] | None = None) -> list[Move]:
+        """One rebalancer round over the hold queues; returns the moves applied.
+
+        ``loads`` (one per engine, index = engine id, ``healthy`` as the host sees it) are the
+        engines' own reports; each engine is shown with its held requests added to its pending
+        prefill, so the rebalancer's in-progress base stays the engine's reported prefill.
+        """
+        queues = []
+        for engine_id, load in enumerate(loads):
+            waiting = [QueuedRequest(h.request_id, h.tokens, h.latest_start_s)
+                       for h in self._queues[engine_id]]
+            shown = dataclasses.replace(load, pending_prefill_tokens=load.pending_prefill_tokens
+                                        + sum(r.predicted_tokens for r in waiting))
+            queues.append(EngineQueue(shown, waiting))
+        moves = rebalancer.propose(queues, now, work_on)
+        return self.apply(moves, [load.healthy for load in loads])
+
+    def apply(self, moves: Sequence[Move], healthy: Sequence[bool]) -> list[Move]:
+        """Apply moves whose request is still held on its source and whose target is healthy."""
+        applied = []
+        for move in moves:
+            held = self._held.get(move.request_id)
+            if held is None or held.engine_id != move.source or not healthy[move.target]:
+                self.moves_dropped += 1
+                continue
+            self.retarget(move.request_id, move.target)
+            applied.append(move)
+        self.moves_applied += len(applied)
+        return applied
+
+    def _mark_sent(self, request_id: str, engine_id: int) -> None:
+        self._sent[request_id] = engine_id
+        self._in_flight[engine_id] += 1
