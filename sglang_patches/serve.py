@@ -17,7 +17,9 @@ plugin through the ``sglang.srt.plugins`` entry point, and replaces this process
   keeps SGLang's own);
 * ``--enable-priority-scheduling`` when ``[request.preemption]`` is enabled (SGLang consults its
   preemption path, which the plugin decides, only with it; requests without a priority all get
-  SGLang's default one, so the order stays the plugin's).
+  SGLang's default one, so the order stays the plugin's);
+* ``--enable-mixed-chunk`` when ``[launch] mixed_chunk`` is true (the default; a stock SGLang
+  flag, see :class:`~sglang_patches.config.LaunchConfig`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ _NO_PREEMPTION_FLAG = "--disable-priority-preemption"
 _LOAD_BALANCE_FLAG = "--load-balance-method"
 _PLACEMENT_FLAG = "--init-expert-location"
 _SCHEDULE_POLICY_FLAG = "--schedule-policy"
+_MIXED_CHUNK_FLAG = "--enable-mixed-chunk"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +126,8 @@ def build_launch(config: MoeschedConfig, config_path: str | None, sglang_args: S
                              f"{config.source}; give only one")
         if _PRIORITY_FLAG not in args:
             args.append(_PRIORITY_FLAG)
+    if config.launch.mixed_chunk and _MIXED_CHUNK_FLAG not in args:
+        args.append(_MIXED_CHUNK_FLAG)
     env = {ENABLE_ENV: "1"}
     if config_path:
         env[CONFIG_ENV] = os.path.abspath(config_path)

@@ -89,11 +89,12 @@ def stock_sglang() -> Step:
 def patched_sglang() -> Step:
     """SGLang with moesched: same layout, the solved placement, moesched's queue and dispatcher.
 
-    ``--load-balance-method total_tokens`` is given explicitly: ``moesched serve`` adds it only
-    for ``--dp-size`` > 1, and DP attention is spelled ``--attn-dp-size`` in SGLang 0.5.23.
+    ``moesched serve`` would add ``--load-balance-method total_tokens`` (DP attention ranks count
+    as DP ranks) and ``--enable-mixed-chunk`` (``[launch] mixed_chunk``, on by default) itself;
+    both are written out so the script shows every flag that differs from stock SGLang's line.
     """
     argv = ("moesched", "serve", "--moesched-config", MOESCHED_CONFIG, *_sglang_common(PORTS["moesched"]),
-            "--init-expert-location", PLACEMENT, "--load-balance-method", "total_tokens")
+            "--init-expert-location", PLACEMENT, "--load-balance-method", "total_tokens", "--enable-mixed-chunk")
     return Step("moesched", "moesched", argv, background=True, port=PORTS["moesched"])
 
 

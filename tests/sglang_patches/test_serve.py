@@ -29,7 +29,7 @@ def test_launch_adds_total_tokens_and_placement(tmp_path: Path) -> None:
                                           python="/py")
     assert argv == ["/py", "-m", "sglang.launch_server", "--model-path", "m",
                     "--data-parallel-size", "2", "--init-expert-location", str(placement),
-                    "--load-balance-method", "total_tokens"]
+                    "--load-balance-method", "total_tokens", "--enable-mixed-chunk"]
     assert env == {ENABLE_ENV: "1", CONFIG_ENV: str(config_path.resolve())} and notes == []
 
 
@@ -38,14 +38,27 @@ def test_launch_keeps_user_choices_and_says_which_layer_stays_stock() -> None:
                                           ["--dp-size", "2", "--load-balance-method", "round_robin",
                                            "--schedule-policy", "lpm"], python="/py")
     assert argv[3:] == ["--dp-size", "2", "--load-balance-method", "round_robin",
-                        "--schedule-policy", "lpm"]
+                        "--schedule-policy", "lpm", "--enable-mixed-chunk"]
     assert env == {ENABLE_ENV: "1"}
     assert len(notes) == 2 and "round_robin" in notes[0] and "lpm" in notes[1]
 
 
 def test_single_rank_gets_no_load_balance_flag() -> None:
     argv, _, _ = serve.build_launch(load_config(None), None, ["--model-path", "m"], python="/py")
-    assert argv == ["/py", "-m", "sglang.launch_server", "--model-path", "m"]
+    assert argv == ["/py", "-m", "sglang.launch_server", "--model-path", "m", "--enable-mixed-chunk"]
+
+
+def test_mixed_chunk_is_added_once_and_can_be_left_stock(tmp_path: Path) -> None:
+    argv, _, _ = serve.build_launch(load_config(None), None, ["--enable-mixed-chunk"], python="/py")
+    assert argv[3:] == ["--enable-mixed-chunk"]
+    config_path = tmp_path / "m.toml"
+    config_path.write_text("[launch]\nmixed_chunk = false\n")
+    argv, _, _ = serve.build_launch(load_config(config_path), str(config_path), ["--model-path", "m"],
+                                    python="/py")
+    assert argv[3:] == ["--model-path", "m"]
+    config_path.write_text('[launch]\nmixed_chunk = "yes"\n')
+    with pytest.raises(ValueError, match="launch.mixed_chunk: expected true or false"):
+        load_config(config_path)
 
 
 def test_conflicting_placement_is_refused(tmp_path: Path) -> None:
@@ -80,7 +93,7 @@ def test_attention_dp_alone_gets_the_dispatch_method() -> None:
     argv, _, _ = serve.build_launch(load_config(None), None, ["--tp-size", "8", "--attn-dp-size", "8"],
                                     python="/py")
     assert argv[3:] == ["--tp-size", "8", "--attn-dp-size", "8",
-                        "--load-balance-method", "total_tokens"]
+                        "--load-balance-method", "total_tokens", "--enable-mixed-chunk"]
 
 
 def test_preemption_adds_priority_scheduling_once(tmp_path: Path) -> None:
@@ -88,10 +101,10 @@ def test_preemption_adds_priority_scheduling_once(tmp_path: Path) -> None:
     config_path.write_text("[request.preemption]\nenabled = true\n")
     config = load_config(config_path)
     argv, _, _ = serve.build_launch(config, str(config_path), ["--model-path", "m"], python="/py")
-    assert argv[3:] == ["--model-path", "m", "--enable-priority-scheduling"]
+    assert argv[3:] == ["--model-path", "m", "--enable-priority-scheduling", "--enable-mixed-chunk"]
     argv, _, _ = serve.build_launch(config, str(config_path),
                                     ["--enable-priority-scheduling"], python="/py")
-    assert argv[3:] == ["--enable-priority-scheduling"]
+    assert argv[3:] == ["--enable-priority-scheduling", "--enable-mixed-chunk"]
     with pytest.raises(ValueError, match="--disable-priority-preemption conflicts"):
         serve.build_launch(config, str(config_path), ["--disable-priority-preemption"])
     argv, _, _ = serve.build_launch(load_config(None), None, ["--model-path", "m"], python="/py")
@@ -141,5 +154,6 @@ def test_run_execs_sglang_with_the_switch_on(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(serve.os, "execve", lambda path, argv, env: calls.append((path, argv, env)))
     assert main(["serve", "--model-path", "m"]) == 0
     (path, argv, env), = calls
-    assert path == sys.executable and argv[1:] == ["-m", "sglang.launch_server", "--model-path", "m"]
+    assert path == sys.executable and argv[1:] == ["-m", "sglang.launch_server", "--model-path", "m",
+                                                   "--enable-mixed-chunk"]
     assert env[ENABLE_ENV] == "1" and CONFIG_ENV not in env
