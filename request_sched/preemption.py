@@ -61,7 +61,7 @@ class PreemptionRule:
         overdue_preempts: whether an overdue candidate may preempt at all.
     """
 
-    def __init__(self, predictor: OutputLengthPredictor, size_ratio: float = 4.0,
+    def __init__(self, predictor: OutputLengthPredictor, size_ratio: float = 2.0,
                  overdue_s: float = math.inf, max_preemptions: int = 1,
                  overdue_preempts: bool = True) -> None:
         if not size_ratio > 1:

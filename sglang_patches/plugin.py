@@ -45,10 +45,10 @@ def _request_hooks(config: MoeschedConfig) -> None:
     hooks = RequestOrderHooks(make_orderer)
     hooks.register()
     if request.preemption.enabled:
-        _preemption_hook(hooks, request.preemption)
+        _preemption_hook(hooks, request.preemption, config.log.summary_interval_s)
 
 
-def _preemption_hook(request_hooks: Any, preemption: PreemptionConfig) -> None:
+def _preemption_hook(request_hooks: Any, preemption: PreemptionConfig, summary_interval_s: float) -> None:
     from request_sched.preemption import PreemptionRule
     from sglang_patches.hooks.preemption import PreemptionHook
 
@@ -56,7 +56,7 @@ def _preemption_hook(request_hooks: Any, preemption: PreemptionConfig) -> None:
         return PreemptionRule(queue.job_size.predictor, preemption.size_ratio, queue.max_wait_s,
                               preemption.max_per_request, preemption.overdue)
 
-    PreemptionHook(request_hooks, make_rule).register()
+    PreemptionHook(request_hooks, make_rule, DecisionLog(0, summary_interval_s)).register()
 
 
 def _dispatch_hooks(config: MoeschedConfig) -> None:

@@ -103,7 +103,7 @@ def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> Se
 
 
 def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool, dispatch: bool = True,
-                  preemption_ratio: float | None = 4.0) -> str:
+                  preemption_ratio: float | None = 2.0) -> str:
     """The plugin's config for the comparison: sjf-aging with the given bound and aging rate (step
     model: the default H100 preset), preemption with ``preemption_ratio`` (None: off), scored DP
     dispatch unless ``dispatch`` is False."""
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preemption", action="store_true",
                    help="patched server: no preemption (order only); by default a waiting request may take the "
                         "running slot of one with --size-ratio x its steps of work left, or any once overdue")
-    p.add_argument("--size-ratio", type=float, default=4.0, help="preemption size ratio (> 1)")
+    p.add_argument("--size-ratio", type=float, default=2.0, help="preemption size ratio (> 1)")
     p.add_argument("--oracle-max-tokens", action="store_true",
                    help="let the predictor cap estimates by max_tokens (= the true output length here)")
     o = parser.add_argument_group("output")

@@ -40,6 +40,7 @@ from request_sched.queue import RequestQueue
 from sglang.srt.managers.schedule_batch import Req
 from sglang.srt.managers.schedule_policy import CLIP_MAX_NEW_TOKENS, PrefillAdder
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+from sglang_patches.decision_log import DecisionLog
 from sglang_patches.hooks.request_order import RequestOrderHooks, WaitingQueueOrderer, describe_req
 
 PREEMPT_TO_SCHEDULE = "sglang.srt.managers.schedule_policy.PrefillAdder.preempt_to_schedule"
@@ -83,12 +84,15 @@ class PreemptionHook:
     Args:
         request_hooks: the active request-order hooks (their orderers know enqueue times).
         make_rule: builds the rule for an orderer's queue (its predictor and starvation bound).
+        log: periodic summary (checks = times SGLang asked, i.e. a request met a full batch).
     """
 
     def __init__(self, request_hooks: RequestOrderHooks,
-                 make_rule: Callable[[RequestQueue], PreemptionRule]) -> None:
+                 make_rule: Callable[[RequestQueue], PreemptionRule], log: DecisionLog) -> None:
         self._request_hooks = request_hooks
         self._make_rule = make_rule
+        self.log = log
+        self.checks = 0
         self._rules: weakref.WeakKeyDictionary[WaitingQueueOrderer, PreemptionRule] = \
             weakref.WeakKeyDictionary()
         self.preemptions = 0
@@ -102,6 +106,9 @@ class PreemptionHook:
         rule = self._rules.get(orderer)
         if rule is None:
             rule = self._rules[orderer] = self._make_rule(orderer.queue)
+        self.checks += 1
+        self.log.maybe_summary(lambda: f"moesched preempt summary: checks={self.checks} "
+                                       f"preemptions={self.preemptions}")
         try:
             return self._preempt(adder, req, policy, orderer.first_enqueue_s, rule)
         except Exception:  # a plugin fault must not stop the scheduler: no preemption this time

@@ -15,6 +15,7 @@ from typing import Any
 
 HOOKED = {
     "calc_priority": ("sglang.srt.managers.schedule_policy", "SchedulePolicy.calc_priority"),
+    "preempt_to_schedule": ("sglang.srt.managers.schedule_policy", "PrefillAdder.preempt_to_schedule"),
     "release_kv_cache": ("sglang.srt.mem_cache.common", "release_kv_cache"),
     "total_tokens_scheduler": ("sglang.srt.managers.data_parallel_controller",
                                "DataParallelController.total_tokens_scheduler"),

@@ -64,7 +64,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory, logical_count: np.ndarray
         pytest.skip(f"needs {TINY_MODEL} (make engines)")
     tmp = tmp_path_factory.mktemp("plugin_process")
     config = tmp / "moesched.toml"
-    config.write_text('[request.options]\nmax_wait_s = 600.0\n[log]\nfirst_orderings = 3\n')
+    config.write_text('[request.options]\nmax_wait_s = 600.0\n[request.preemption]\nenabled = true\n'
+                      '[log]\nfirst_orderings = 3\n')
     placement = Placement(np.array([[7, 6, 5, 4, 3, 2, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7]] * NUM_LAYERS),
                           num_experts=NUM_EXPERTS, num_gpus=1)
     write_placement(tmp / "placement.json", placement)

@@ -51,7 +51,7 @@ def trained_hooks(max_wait_s: float = 60.0) -> tuple[PreemptionHook, RequestOrde
         queue.on_finished(WaitingRequest(f"l{i}", 0.0, LONG, 512), 40)
     order = RequestOrderHooks(lambda: WaitingQueueOrderer(queue, "sjf-aging", 128, DecisionLog(0, 0)))
     preemption = PreemptionHook(order, lambda q: PreemptionRule(
-        q.job_size.predictor, 4.0, q.max_wait_s, max_preemptions=1))
+        q.job_size.predictor, 4.0, q.max_wait_s, max_preemptions=1), DecisionLog(0, 0))
     return preemption, order
 
 
