@@ -10,14 +10,21 @@ starvation bound take a slot at once. It is pure: a host (the SGLang plugin's
 Work is counted in engine steps a request still holds its slot for, so no step-latency model is
 needed (the ratio of two step counts has no unit)::
 
-    candidate_steps(c) = 1 + predicted_output(c)          # one prefill step, then one token per step
-    remaining_steps(v) = predicted_remaining_output(v)    # counting from v's generated tokens
+    left(r)            = max(0, predicted_total_output(r) - r.generated_tokens)
+    candidate_steps(c) = 1 + left(c)                      # one prefill step, then one token per step
+    remaining_steps(v) = left(v)
+
+``left`` is deliberately not the predictor's ``predict_remaining``, which assumes a request that
+ran past its estimate will run as long again (right for ordering, wrong here): preempting a
+request near its end throws away its progress, so a request past its estimate counts as finishing.
 
 A running request ``v`` is a victim for the candidate ``c`` iff ``v`` has been preempted fewer than
 ``max_preemptions`` times and either
 
 * ``remaining_steps(v) >= size_ratio * candidate_steps(c)`` (much shorter job waiting), or
-* ``c`` has waited longer than ``overdue_s`` (starvation bound reached) and ``overdue_preempts``.
+* ``c`` has waited longer than ``overdue_s`` (starvation bound reached), ``overdue_preempts`` is
+  on, and ``v`` arrived after ``c`` (overdue requests keep FCFS among themselves: an overdue
+  request never displaces an earlier arrival, so preemptions cannot chain back and forth).
 
 Victims come most remaining steps first. Because each request can be preempted at most
 ``max_preemptions`` times, a preempted request cannot be pushed out forever, and the extra
@@ -76,13 +83,14 @@ class PreemptionRule:
         self.max_preemptions = max_preemptions
         self.overdue_preempts = overdue_preempts
 
-    def candidate_steps(self, request: WaitingRequest) -> float:
-        """Steps the waiting ``request`` would hold a slot for: 1 prefill + predicted output."""
-        return 1.0 + self.predictor.predict_remaining(request)
-
     def remaining_steps(self, request: WaitingRequest) -> float:
-        """Steps the running ``request`` still holds its slot for: predicted remaining output."""
-        return self.predictor.predict_remaining(request)
+        """Steps the running ``request`` still holds its slot for: its predicted total output minus
+        what it generated, >= 0."""
+        return max(0.0, self.predictor.predict_total(request) - request.generated_tokens)
+
+    def candidate_steps(self, request: WaitingRequest) -> float:
+        """Steps the waiting ``request`` would hold a slot for: 1 prefill + its remaining steps."""
+        return 1.0 + self.remaining_steps(request)
 
     def is_overdue(self, waited_s: float) -> bool:
         """Whether a candidate that has waited ``waited_s`` seconds may preempt regardless of size."""
@@ -98,7 +106,8 @@ class PreemptionRule:
         if not eligible:
             return []
         remaining = {i: self.remaining_steps(running[i].request) for i in eligible}
-        if not self.is_overdue(waited_s):
-            threshold = self.size_ratio * self.candidate_steps(candidate)
-            eligible = [i for i in eligible if remaining[i] >= threshold]
+        threshold = self.size_ratio * self.candidate_steps(candidate)
+        overdue = self.is_overdue(waited_s)
+        eligible = [i for i in eligible if remaining[i] >= threshold or (
+            overdue and running[i].request.enqueue_s > candidate.enqueue_s)]
         return sorted(eligible, key=lambda i: -remaining[i])
