@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from engine_dispatch.router.errors import RouterError
 from engine_dispatch.router.metrics import LateBindingMetrics
 from engine_dispatch.router.pool import EnginePool
 from engine_dispatch.router.request_parse import ParsedRequest
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class LateBinder:
             held = self.queues.withdraw(rid)
             if held is not None:  # still held: gone, never sent
                 self._unbook(parsed, held.engine_id)
+                self.metrics.withdrawn += 1
             elif future.done() and not future.cancelled():  # released but never forwarded
                 self.finished(rid)
             self._waiters.pop(rid, None)
@@ -105,7 +109,10 @@ class LateBinder:
         while True:
             await asyncio.sleep(self.config.hold.tick_s)
             if self._waiters:
-                self.tick(time.monotonic())
+                try:
+                    self.tick(time.monotonic())
+                except Exception:  # a bug must not strand every held request: log, keep ticking
+                    _log.exception("late binding: tick failed")
 
     def tick(self, now: float) -> None:
         """Steps 1-4 of the module docstring."""
@@ -120,7 +127,7 @@ class LateBinder:
         for rid in self.queues.stranded(healthy):
             self._repick(rid, now)
         loads = self.pool.loads_for(None, set())
-        if self.rebalancer.due(now, 0.0, self.rebalancer.drain_gap_s(loads)):
+        if self.rebalancer.due(now):
             for move in self.queues.rebalance(self.rebalancer, loads, now):
                 self.dispatcher.on_dispatched(self._waiters[move.request_id].parsed.dispatch,
                                               move.target, now)
