@@ -31,7 +31,11 @@ after it): in a busy engine the interval between launches is the step time.
 
 The error is logged every ``log_interval_steps`` timed steps (``moesched step model: ...``: the
 model's 64-step one-step-ahead MAPE, scale, drifts, refits) and, with ``steps_file``, one JSON line
-per timed step is appended (flushed per line) for offline analysis.
+per timed step is appended (flushed per line) for offline analysis: ``wall_s`` and ``end_s``
+(``time.time`` and the recorder's clock, ``time.perf_counter`` by default, at the step's end),
+``pid``, ``step_s``, ``predicted_s`` (before the step was observed), the shape fields,
+the model's ``scale``, ``mape`` and ``drifts`` after it, and ``hook_s`` (the hook's own time at the
+step's start, part of ``step_s``).
 """
 
 from __future__ import annotations
@@ -95,36 +99,43 @@ class StepRecorder:
         self.log_interval_steps = log_interval_steps
         self.steps_file = steps_file
         self._clock = clock
-        self._pending: tuple[float, BatchShape] | None = None
+        self._pending: tuple[float, BatchShape, float] | None = None
         self.timed = 0
         self.untimed = 0  # batches whose forward mode the model does not describe
 
     def on_launch(self, batch: Any) -> None:
-        """A batch is about to run: close the pending step, open this one."""
+        """A batch is about to run: close the pending step, open this one.
+
+        The hook's own time here (observing the previous step, reading this batch) falls inside
+        the step it opens; it is kept with that step as ``hook_s``.
+        """
         now = self._clock()
         if self._pending is not None:
             self._observe(*self._pending, now)
         shape = batch_shape(batch)
         if shape is None:
             self.untimed += 1
-        self._pending = None if shape is None else (now, shape)
+            self._pending = None
+        else:
+            self._pending = (now, shape, self._clock() - now)
 
     def on_idle(self) -> None:
         """The scheduler found nothing to run: the pending step's interval would include idle time."""
         self._pending = None
 
-    def _observe(self, start: float, shape: BatchShape, end: float) -> None:
+    def _observe(self, start: float, shape: BatchShape, hook_s: float, end: float) -> None:
         seconds = end - start
         predicted = self.model.step_seconds(shape)
         self.model.observe(shape, seconds)
         self.timed += 1
         if self.steps_file is not None:
-            row = {"wall_s": time.time(), "pid": os.getpid(), "step_s": seconds,
+            row = {"wall_s": time.time(), "end_s": end, "pid": os.getpid(), "step_s": seconds,
                    "predicted_s": predicted, "prefill_tokens": shape.prefill_tokens,
                    "cached_prefill_tokens": shape.cached_prefill_tokens,
                    "decode_seqs": shape.decode_seqs, "kv_context_tokens": shape.kv_context_tokens,
                    "prefill_attention_pairs": shape.prefill_attention_pairs,
-                   "scale": self.model.scale, "mape": self.model.mape, "drifts": self.model.drifts}
+                   "scale": self.model.scale, "mape": self.model.mape, "drifts": self.model.drifts,
+                   "hook_s": hook_s}
             self.steps_file.write(json.dumps(row) + "\n")
             self.steps_file.flush()
         if self.timed % self.log_interval_steps == 0:
