@@ -19,12 +19,12 @@ ran past its estimate will run as long again (right for ordering, wrong here): p
 request near its end throws away its progress, so a request past its estimate counts as finishing.
 
 A running request ``v`` is a victim for the candidate ``c`` iff ``v`` has been preempted fewer than
-``max_preemptions`` times and either
+``max_preemptions`` times, ``v`` is not overdue itself (less than ``overdue_s`` since its arrival:
+a request past the starvation bound is never pushed out again), and either
 
 * ``remaining_steps(v) >= size_ratio * candidate_steps(c)`` (much shorter job waiting), or
-* ``c`` has waited longer than ``overdue_s`` (starvation bound reached), ``overdue_preempts`` is
-  on, and ``v`` arrived after ``c`` (overdue requests keep FCFS among themselves: an overdue
-  request never displaces an earlier arrival, so preemptions cannot chain back and forth).
+* ``c`` has waited longer than ``overdue_s`` (starvation bound reached) and ``overdue_preempts``
+  is on (such a ``v`` arrived after ``c``: overdue requests keep FCFS among themselves).
 
 Victims come most remaining steps first. Because each request can be preempted at most
 ``max_preemptions`` times, a preempted request cannot be pushed out forever, and the extra
@@ -48,10 +48,12 @@ class RunningJob:
 
     Attributes:
         request: its description; ``generated_tokens`` = output tokens produced so far.
+        waited_s: seconds since it first arrived (``now - request.enqueue_s``).
         preemptions: how many times it has been preempted already.
     """
 
     request: WaitingRequest
+    waited_s: float = 0.0
     preemptions: int = 0
 
 
@@ -102,12 +104,12 @@ class PreemptionRule:
 
         The host takes victims from the front until the candidate fits (one frees a running slot).
         """
-        eligible = [i for i, job in enumerate(running) if job.preemptions < self.max_preemptions]
+        eligible = [i for i, job in enumerate(running)
+                    if job.preemptions < self.max_preemptions and not job.waited_s > self.overdue_s]
         if not eligible:
             return []
         remaining = {i: self.remaining_steps(running[i].request) for i in eligible}
-        threshold = self.size_ratio * self.candidate_steps(candidate)
-        overdue = self.is_overdue(waited_s)
-        eligible = [i for i in eligible if remaining[i] >= threshold or (
-            overdue and running[i].request.enqueue_s > candidate.enqueue_s)]
+        if not self.is_overdue(waited_s):
+            threshold = self.size_ratio * self.candidate_steps(candidate)
+            eligible = [i for i in eligible if remaining[i] >= threshold]
         return sorted(eligible, key=lambda i: -remaining[i])

@@ -10,9 +10,10 @@ preempts. This hook replaces that choice, and only that choice:
 
 1. describe the candidate (its first enqueue time, which the request-order hook kept across
    retractions) and every running request that is not finished and not already preempted in this
-   pass (``Req.output_ids`` = its generated tokens; ``Req.retraction_count`` = times it has been
-   retracted or preempted);
-2. ask the rule for victims (size ratio or starvation bound, most remaining steps first);
+   pass (``Req.output_ids`` = its generated tokens; waited = now - its first enqueue time;
+   ``Req.retraction_count`` = times it has been retracted or preempted);
+2. ask the rule for victims (size ratio or starvation bound; never an overdue request; most
+   remaining steps first);
 3. take victims until the candidate's KV need is covered, counted as SGLang counts it (the
    candidate's extend tokens + clipped ``max_new_tokens`` + request-slot reserve -
    ``rem_total_tokens``, each victim giving back its reserved future tokens);
@@ -122,8 +123,10 @@ class PreemptionHook:
         candidate = describe_req(req, policy, enqueue_s)
         running = [r for r in adder.running_batch.reqs
                    if r not in adder.preempt_list and not r.finished()]
-        jobs = [RunningJob(describe_req(r, policy, first_enqueue_s(r) or now), r.retraction_count)
-                for r in running]
+        jobs = []
+        for r in running:
+            described = describe_req(r, policy, first_enqueue_s(r) or now)
+            jobs.append(RunningJob(described, now - described.enqueue_s, r.retraction_count))
         waited = now - enqueue_s
         short = tokens_short(adder, req)
         victims: list[int] = []
@@ -139,7 +142,7 @@ class PreemptionHook:
         reason = "overdue" if rule.is_overdue(waited) else f"size ratio >= {rule.size_ratio:g}"
         logger.info("moesched preempt #%d (%s): %s takes the slot of %s", self.preemptions, reason,
                     _describe(req, waited, rule.candidate_steps(candidate)),
-                    ", ".join(_describe(running[i], now - jobs[i].request.enqueue_s,
+                    ", ".join(_describe(running[i], jobs[i].waited_s,
                                         rule.remaining_steps(jobs[i].request)) for i in victims))
         return True
 

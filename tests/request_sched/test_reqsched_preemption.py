@@ -24,8 +24,8 @@ def trained_predictor() -> OutputLengthPredictor:
     return predictor
 
 
-def req(rid: str, prompt: int, generated: int = 0, enqueue_s: float = 0.0) -> WaitingRequest:
-    return WaitingRequest(rid, enqueue_s, prompt, 512, generated_tokens=generated)
+def req(rid: str, prompt: int, generated: int = 0) -> WaitingRequest:
+    return WaitingRequest(rid, 0.0, prompt, 512, generated_tokens=generated)
 
 
 def test_short_candidate_preempts_long_running_with_most_left_first() -> None:
@@ -46,21 +46,22 @@ def test_a_request_past_its_estimate_counts_as_finishing() -> None:
     assert rule.victims(req("x", SHORT_PROMPT), 1.0, [RunningJob(req("l", LONG_PROMPT, 60))]) == []
 
 
-def test_long_candidate_preempts_nobody_until_overdue_and_only_later_arrivals() -> None:
+def test_long_candidate_preempts_nobody_until_overdue_and_never_an_overdue_request() -> None:
     rule = PreemptionRule(trained_predictor(), size_ratio=2.0, overdue_s=60.0)
-    running = [RunningJob(req("s", SHORT_PROMPT, enqueue_s=2.0)),
-               RunningJob(req("l", LONG_PROMPT, 5, enqueue_s=1.0)),
-               RunningJob(req("earlier", LONG_PROMPT, 0, enqueue_s=-1.0))]
+    running = [RunningJob(req("s", SHORT_PROMPT), waited_s=2.0),
+               RunningJob(req("l", LONG_PROMPT, 5), waited_s=30.0),
+               RunningJob(req("overdue", LONG_PROMPT, 0), waited_s=61.0)]
     assert rule.victims(req("x", LONG_PROMPT), 59.0, running) == []
     assert rule.victims(req("x", LONG_PROMPT), 61.0, running) == [1, 0]
+    assert rule.victims(req("x", SHORT_PROMPT), 1.0, running) == [1]  # "overdue": 40 left, protected
     no_overdue = PreemptionRule(trained_predictor(), 2.0, 60.0, overdue_preempts=False)
     assert no_overdue.victims(req("x", LONG_PROMPT), 1e6, running) == []
 
 
 def test_preempted_requests_are_protected_after_max_preemptions() -> None:
     rule = PreemptionRule(trained_predictor(), size_ratio=2.0, overdue_s=1.0, max_preemptions=1)
-    running = [RunningJob(req("a", LONG_PROMPT), preemptions=1),
-               RunningJob(req("b", LONG_PROMPT), preemptions=0)]
+    running = [RunningJob(req("a", LONG_PROMPT), waited_s=0.5, preemptions=1),
+               RunningJob(req("b", LONG_PROMPT), waited_s=0.5, preemptions=0)]
     assert rule.victims(req("x", SHORT_PROMPT), 5.0, running) == [1]
     off = PreemptionRule(trained_predictor(), max_preemptions=0, overdue_s=1.0)
     assert off.victims(req("x", SHORT_PROMPT), 5.0, running) == []
@@ -77,10 +78,10 @@ def test_bad_settings_are_refused(kwargs: dict, message: str) -> None:
 
 
 running_jobs = st.lists(
-    st.builds(lambda prompt, generated, preempted, enqueue_s: RunningJob(
-                  req("r", prompt, generated, enqueue_s), preempted),
+    st.builds(lambda prompt, generated, preempted, waited: RunningJob(
+                  req("r", prompt, generated), waited, preempted),
               st.sampled_from([SHORT_PROMPT, LONG_PROMPT]), st.integers(0, 80), st.integers(0, 3),
-              st.floats(-10, 10)),
+              st.floats(0, 120)),
     max_size=12)
 
 
@@ -96,9 +97,8 @@ def test_victims_are_eligible_distinct_and_sorted(running: list[RunningJob], pro
     left = [rule.remaining_steps(running[i].request) for i in victims]
     assert left == sorted(left, reverse=True)
     for i, job in enumerate(running):
-        eligible = job.preemptions < max_preemptions and (
-            (waited > 60.0 and job.request.enqueue_s > candidate.enqueue_s)
-            or rule.remaining_steps(job.request) >= ratio * rule.candidate_steps(candidate))
+        eligible = job.preemptions < max_preemptions and job.waited_s <= 60.0 and (
+            waited > 60.0 or rule.remaining_steps(job.request) >= ratio * rule.candidate_steps(candidate))
         assert (i in victims) == eligible
 
 
