@@ -20,6 +20,7 @@ Per request to ``/v1/completions`` or ``/v1/chat/completions``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -57,6 +58,21 @@ class ProxySettings:
 
 class _UpstreamFailed(Exception):
     """The engine failed before anything was sent to the client: try another."""
+
+
+class _ClientGone(Exception):
+    """The client closed its connection while we wrote to it (not the engine's fault)."""
+
+
+async def _to_client(response: web.StreamResponse, data: bytes | None) -> None:
+    """Write ``data`` to the client (None: end the stream); raises _ClientGone if it left."""
+    try:
+        if data is None:
+            await response.write_eof()
+        else:
+            await response.write(data)
+    except ConnectionResetError as exc:  # aiohttp's ClientConnectionResetError is one
+        raise _ClientGone from exc
 
 
 def _forward_headers(headers: aiohttp.typedefs.LooseHeaders) -> dict[str, str]:
@@ -203,13 +219,20 @@ class Router:
                     if response is None:
                         self._first_token(parsed, engine_id)
                         response = web.StreamResponse(status=upstream.status, headers=out_headers)
-                        await response.prepare(request)
-                    await response.write(chunk)
+                        try:
+                            await response.prepare(request)
+                        except ConnectionResetError as exc:
+                            raise _ClientGone from exc
+                    await _to_client(response, chunk)
                     output_chunks += 1
                 if response is None:  # the stream ended without a byte
                     raise _UpstreamFailed
-                await response.write_eof()
+                await _to_client(response, None)
                 return response
+        except _ClientGone:  # a client that hangs up is no reason to take the engine out
+            self.metrics.errors["client_closed"] += 1
+            assert response is not None
+            return response
         except (aiohttp.ClientError, asyncio.TimeoutError, _UpstreamFailed) as exc:
             self.metrics.failures[engine.url] += 1
             if isinstance(exc, (aiohttp.ClientConnectionError, asyncio.TimeoutError)):
@@ -219,8 +242,9 @@ class Router:
             self.metrics.errors["stream_broken"] += 1
             error = {"error": {"message": f"engine failed mid-stream: {type(exc).__name__}",
                                "type": "server_error", "code": "stream_broken"}}
-            await response.write(f"data: {json.dumps(error)}\n\n".encode())
-            await response.write_eof()
+            with contextlib.suppress(_ClientGone):
+                await _to_client(response, f"data: {json.dumps(error)}\n\n".encode())
+                await _to_client(response, None)
             return response
         finally:
             self.dispatcher.on_finished(parsed.dispatch, engine_id, time.monotonic(),

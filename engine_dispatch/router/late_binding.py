@@ -7,8 +7,8 @@ pure :class:`~engine_dispatch.late_binding.HoldQueues`: sent at once if that eng
 slot, else held. Every ``hold.tick_s`` (and whenever a slot frees) the host:
 
 1. withdraws held requests whose client has gone (answered 499 ``client_closed``; nothing is sent);
-2. re-picks held requests whose engine is unhealthy (the dispatcher chooses among healthy engines
-   not yet tried; answered 503 ``no_healthy_engine`` when none is left);
+2. re-picks held requests whose engine is unhealthy (the dispatcher chooses among the healthy
+   engines that have not failed this request before; 503 ``no_healthy_engine`` when none is left);
 3. runs a :class:`~engine_dispatch.rebalance.SelectiveRebalancer` round when due, over the engines'
    reports; applied moves are re-booked with the dispatcher (``on_dispatched`` on the target);
 4. releases queue heads to healthy engines with free slots (resolving the waiting handlers).
@@ -138,7 +138,7 @@ class LateBinder:
         waiter = self._waiters[rid]
         source = self.queues.held_on(rid)
         assert source is not None
-        waiter.tried.add(source)
+        # it was never sent to ``source``: only engines that failed to serve it are excluded
         loads = self.pool.loads_for(waiter.parsed.model, waiter.tried)
         try:
             target = self.dispatcher.pick(waiter.parsed.dispatch, loads, now)

@@ -194,3 +194,24 @@ def test_load_polling_reads_sglang_loads():
     assert polled.load_kind == "sglang"
     assert (polled.load.running, polled.load.kv_capacity_tokens) == (2, 100000)
     assert polled.load.reported_s > 0
+
+
+def test_client_hanging_up_mid_stream_does_not_take_the_engine_out():
+    """Writing to a client that left raises a ConnectionResetError in aiohttp; that is the
+    client's doing, so the engine stays in rotation (found on real engines: a benchmark client
+    closing right after [DONE] made the router mark live engines failed)."""
+    engine = FakeEngine("e0", stream_chunks=20000)
+
+    async def scenario():
+        async with Cluster([engine]) as cluster:
+            for _ in range(3):
+                async with cluster.client.post(cluster.router_server.make_url("/v1/completions"),
+                                               json={"model": "fake-model", "prompt": "p",
+                                                     "stream": True}) as response:
+                    await response.content.readany()
+                    response.close()  # hang up after the first bytes
+                await asyncio.sleep(0.05)
+            return cluster.pool.engines[0].healthy, dict(cluster.router.metrics.failures)
+
+    healthy, failures = asyncio.run(scenario())
+    assert healthy and not failures
