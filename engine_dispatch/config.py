@@ -215,7 +215,7 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
     raise AssertionError(f"unhandled field type {annotation}")
 
 
-def _build(cls: type, table: Any, key: str) -> Any:
+def build_table(cls: type, table: Any, key: str) -> Any:
     _require(isinstance(table, dict), key, "a table", table)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(fields))
@@ -232,7 +232,7 @@ def config_from_dict(data: dict[str, Any]) -> ScoredConfig:
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown table; expected one of "
                          f"{', '.join(['weights', *_SECTIONS])}")
-    values: dict[str, Any] = {name: _build(cls, data[name], name)
+    values: dict[str, Any] = {name: build_table(cls, data[name], name)
                               for name, cls in _SECTIONS.items() if name in data}
     if "weights" in data:
         values["weights"] = _coerce(data["weights"], "dict", "weights")

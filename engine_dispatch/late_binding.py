@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine_dispatch.config import _build
+from engine_dispatch.config import build_table
 from engine_dispatch.rebalance import EngineQueue, Move, QueuedRequest, RebalanceConfig, SelectiveRebalancer
 from engine_dispatch.types import EngineLoad
 
@@ -77,8 +77,8 @@ def load_late_binding(path: str | Path | None) -> LateBindingConfig:
         unknown = sorted(set(data) - {"hold", "rebalance"})
         if unknown:
             raise ValueError(f"{unknown[0]}: unknown table; expected hold or rebalance")
-        hold = _build(HoldParams, data.get("hold", {}), "hold")
-        rebalance = _build(RebalanceConfig, data.get("rebalance", {}), "rebalance")
+        hold = build_table(HoldParams, data.get("hold", {}), "hold")
+        rebalance = build_table(RebalanceConfig, data.get("rebalance", {}), "rebalance")
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return LateBindingConfig(hold, rebalance)
