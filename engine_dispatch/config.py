@@ -216,6 +216,8 @@ def _coerce(value: Any, annotation: str, key: str) -> Any:
 
 
 def build_table(cls: type, table: Any, key: str) -> Any:
+    """An instance of dataclass ``cls`` from the TOML table ``table`` found at ``key``; an unknown
+    key or a value of the wrong type raises ValueError naming ``key`` and the field."""
     _require(isinstance(table, dict), key, "a table", table)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(table) - set(fields))
