@@ -52,6 +52,7 @@ from experiments.metrics.host_freezes import FreezeMonitor
 from moesched_base.atomic import atomic_write_json
 from perf_model.batch import BatchShape
 from perf_model.model_file import save_model
+from perf_model.online import OnlineRefitConfig, OnlineStepModel
 from perf_model.structural import StructuralStepModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +63,8 @@ ERROR_BOUND = 0.10
 #: load (measured/base ~0.17 on a protected engine) and one equal-weight burner on the engine's core
 #: slowed its steps ~65x (measured; with (0.1, 10) the scale sat at its cap)
 SCALE_BOUNDS = (0.02, 100.0)
+#: a step more (less) than this many times the baseline's median step marks the load change's onset
+ONSET_FACTOR = 3.0
 SHAPE_FIELDS = ("prefill_tokens", "cached_prefill_tokens", "decode_seqs", "kv_context_tokens",
                 "prefill_attention_pairs")
 
@@ -216,6 +219,12 @@ def phase_stats(rows: list[dict[str, Any]], base: StructuralStepModel, window: i
     }
 
 
+def _back_under(values: list[float], bound: float = ERROR_BOUND) -> int | None:
+    """First index after the peak of ``values`` whose value is below ``bound`` (None if none)."""
+    peak = max(range(len(values)), key=values.__getitem__)
+    return next((i for i in range(peak, len(values)) if values[i] < bound), None)
+
+
 def change_response(after: list[dict[str, Any]], window: int) -> dict[str, Any]:
     """How the online model answers a change: its first step and block errors, and the steps (and
     seconds) from the change until a block of ``window`` steps is predicted within 10%."""
@@ -231,29 +240,61 @@ def change_response(after: list[dict[str, Any]], window: int) -> dict[str, Any]:
             "seconds_until_block_under_10pct": None if k is None else after[k]["end_s"] - t0,
             "steps_until_4_blocks_in_a_row_under_10pct": k4,
             "seconds_until_4_blocks_in_a_row_under_10pct": None if k4 is None else after[k4]["end_s"] - t0,
-            "steps_until_model_mape64_under_10pct": next(
-                (i for i, r in enumerate(after) if r["mape"] < ERROR_BOUND), None),
+            "model_mape64_peak": max(r["mape"] for r in after),
+            "steps_until_model_mape64_back_under_10pct_after_its_peak": _back_under([r["mape"] for r in after]),
             "drifts_detected": after[-1]["drifts"] - after[0]["drifts"],
             "host_freezes_in_first_100_steps": sum(r["host_freeze"] for r in after[:100])}
 
 
+def model_cost_us(rows: list[dict[str, Any]], base: StructuralStepModel) -> dict[str, float]:
+    """The online model's own cost per step (predict + observe, slow refits included), timed by
+    replaying the recorded steps into a fresh model in this process (microseconds)."""
+    model = OnlineStepModel(base, OnlineRefitConfig(scale_bounds=SCALE_BOUNDS))
+    costs = []
+    for row in rows:
+        shape = _shape(row)
+        start = time.perf_counter()
+        model.step_seconds(shape)
+        model.observe(shape, row["step_s"])
+        costs.append(1e6 * (time.perf_counter() - start))
+    return {"median_us": statistics.median(costs), "mean_us": statistics.fmean(costs),
+            "p99_us": _quantile(costs, 0.99), "max_us": max(costs)}
+
+
+def onset(rows: list[dict[str, Any]], t: float, is_new_regime: Any) -> tuple[int, float]:
+    """Index in ``rows`` (sorted by end) of the first step that ended after ``t`` and is in the new
+    regime, and its start minus ``t`` in seconds (how long the change took to show)."""
+    i = next(i for i, r in enumerate(rows) if r["end_s"] >= t and is_new_regime(r))
+    return i, rows[i]["end_s"] - rows[i]["step_s"] - t
+
+
 def analyse(rows: list[dict[str, Any]], t_start: float, t_on: float, t_off: float,
             base: StructuralStepModel, warmup_s: float, window: int) -> dict[str, Any]:
-    """Phases (by step end time, ``time.perf_counter`` seconds) and the responses to the load
-    change at ``t_on`` and to its removal at ``t_off``."""
+    """Phases and the responses to the load change at ``t_on`` and to its removal at ``t_off``
+    (``time.perf_counter`` seconds). A change counts from its *onset*: the first step after it
+    that is more (less) than ``ONSET_FACTOR`` x the baseline's median step; the steps between
+    the burners' start (stop) and the onset are left out of the phases and reported as a delay."""
     steady = [r for r in rows if t_start + warmup_s <= r["end_s"] < t_on]
-    loaded = [r for r in rows if t_on <= r["end_s"] < t_off]
-    recovered = [r for r in rows if r["end_s"] >= t_off]
+    slow = ONSET_FACTOR * statistics.median(r["step_s"] for r in steady)
+    i_on, delay_on = onset(rows, t_on, lambda r: r["step_s"] > slow)
+    i_off, delay_off = onset(rows, t_off, lambda r: r["step_s"] < slow)
+    loaded = [r for r in rows[i_on:i_off] if r["end_s"] < t_off]
+    recovered = rows[i_off:]
     hook = [r["hook_s"] for r in rows]
     return {
+        "onset_rule": f"first step after the burners start (stop) longer (shorter) than "
+                      f"{ONSET_FACTOR} x the baseline median step ({1e3 * slow / ONSET_FACTOR:.2f} ms)",
         "phases": {"baseline": phase_stats(steady, base, window),
                    "loaded": phase_stats(loaded, base, window),
                    "unloaded_again": phase_stats(recovered, base, window)},
-        "load_on": change_response(loaded, window),
-        "load_off": change_response(recovered, window),
+        "load_on": {"onset_delay_steps": sum(t_on <= r["end_s"] for r in rows[:i_on]),
+                    "onset_delay_s": delay_on, **change_response(loaded, window)},
+        "load_off": {"onset_delay_steps": sum(t_off <= r["end_s"] for r in rows[:i_off]),
+                     "onset_delay_s": delay_off, **change_response(recovered, window)},
         "hook_overhead": {"median_us": 1e6 * statistics.median(hook), "p99_us": 1e6 * _quantile(hook, 0.99),
                           "max_us": 1e6 * max(hook),
                           "median_share_of_step": statistics.median(r["hook_s"] / r["step_s"] for r in rows)},
+        "model_cost_replayed": model_cost_us(rows, base),
         "steps_timed": len(rows),
     }
 
@@ -276,16 +317,23 @@ def print_table(result: dict[str, Any], window: int) -> None:
     for name in ("load_on", "load_off"):
         r = analysis[name]
         if r:
-            print(f"{name}: first step errors {r['first_step_errors']}; first {window}-step block errors "
+            print(f"{name}: onset {r['onset_delay_steps']} steps / {r['onset_delay_s']:.2f} s after the "
+                  f"burners' {'start' if name == 'load_on' else 'stop'}; from it: "
+                  f"first step errors {r['first_step_errors']}; first {window}-step block errors "
                   f"{r['first_block_errors']}; a block within 10% from step "
                   f"{r['steps_until_block_under_10pct']} ({_seconds(r['seconds_until_block_under_10pct'])}), "
                   f"4 blocks in a row from step {r['steps_until_4_blocks_in_a_row_under_10pct']} "
                   f"({_seconds(r['seconds_until_4_blocks_in_a_row_under_10pct'])}); "
-                  f"model MAPE64 < 10% from step {r['steps_until_model_mape64_under_10pct']}; "
+                  f"model MAPE64 peak {r['model_mape64_peak']:.2f}, back below 10% at step "
+                  f"{r['steps_until_model_mape64_back_under_10pct_after_its_peak']}; "
                   f"drifts {r['drifts_detected']}")
     hook = analysis["hook_overhead"]
     print(f"hook: median {hook['median_us']:.0f} us, p99 {hook['p99_us']:.0f} us, max "
-          f"{hook['max_us']:.0f} us per step ({100 * hook['median_share_of_step']:.2f}% of a step, median)")
+          f"{hook['max_us']:.0f} us per step ({100 * hook['median_share_of_step']:.2f}% of a step, median; "
+          "with the per-step JSON row written)")
+    cost = analysis["model_cost_replayed"]
+    print(f"model alone (predict + observe, replayed): median {cost['median_us']:.1f} us, mean "
+          f"{cost['mean_us']:.1f} us, p99 {cost['p99_us']:.0f} us, max {cost['max_us']:.0f} us")
 
 
 def _wait_phase(seconds: float, loads: list[float]) -> None:
@@ -293,6 +341,21 @@ def _wait_phase(seconds: float, loads: list[float]) -> None:
     while time.time() < end:
         time.sleep(min(5.0, max(0.0, end - time.time())))
         loads.append(os.getloadavg()[0])
+
+
+def reanalyse(args: argparse.Namespace) -> int:
+    """Recompute ``analysis`` of an existing result from its per-step rows (same phase times)."""
+    result = json.loads(args.out.read_text(encoding="utf-8"))
+    times = result["phase_times_s"]
+    rows = read_steps(args.work_dir / "steps.jsonl")
+    mark_freezes(rows, [tuple(i) for i in result["host_freezes"].get("intervals_s", [])])
+    base = base_model_from_calibration(REPO / result["base_model"]["source"])
+    result["analysis"] = analyse(rows, times["t_start"], times["t_on"], times["t_off"], base,
+                                 result["phases_s"]["warmup_not_scored"], result["window_steps"])
+    atomic_write_json(args.out, result)
+    print_table(result, result["window_steps"])
+    print(f"rewrote {args.out} from {len(rows)} steps")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=Path, default=CALIBRATION)
     parser.add_argument("--work-dir", type=Path, default=REPO / "logs" / "refit_real")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "refit_real.json")
+    parser.add_argument("--reanalyse", action="store_true",
+                        help="no run: recompute the analysis of --out from the rows in --work-dir")
     args = parser.parse_args(argv)
+    if args.reanalyse:
+        return reanalyse(args)
     cores = {int(c) for c in args.cores.split(",")}
     engine_nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server inherits this script's
     burner_nice = engine_nice if args.burner_nice is None else args.burner_nice
@@ -375,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
                         "session_autogroups_weighted": autogroups and own_autogroup},
         "refit_options": {"scale_bounds": list(SCALE_BOUNDS)},
         "host_freezes": {"count": len(freezes.freezes),
-                         "frozen_s": sum(b - a for a, b in freezes.freezes)},
+                         "frozen_s": sum(b - a for a, b in freezes.freezes),
+                         "intervals_s": freezes.freezes},
+        "phase_times_s": {"t_start": t_start, "t_on": t_on, "t_off": t_off},
         "phases_s": {"baseline": args.baseline_s, "loaded": args.load_s,
                      "unloaded_again": args.recovery_s, "warmup_not_scored": args.warmup_s},
         "window_steps": args.window,
