@@ -57,11 +57,32 @@ def read_pid_file(path: Path) -> PidRecord:
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
-    """Start ``argv`` as a new session leader, stdout and stderr appended to ``log_path``."""
+    """Start ``argv`` as a new session leader, stdout and stderr appended to ``log_path``; the
+    session runs at the caller's priority (:func:`carry_priority_to_session`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    carry_priority_to_session(process.pid)
+    return process
+
+
+def carry_priority_to_session(pid: int) -> None:
+    """Give the session led by ``pid`` the caller's nice value as its autogroup priority.
+
+    With ``kernel.sched_autogroup_enabled`` (on here), the scheduler first shares CPU time between
+    sessions and applies nice values only inside one, so a server started in its own session by a
+    caller under ``nice -n -15`` would otherwise compete with every other session as an equal.
+    Writing the value to ``/proc/<pid>/autogroup`` sets the whole session's weight. Best effort: a
+    kernel without autogroups, or a caller not allowed to raise priority, leaves the default.
+    """
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness == 0:
+        return
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+    except OSError:
+        pass
 
 
 def _stat_fields(pid: int) -> list[str] | None:
