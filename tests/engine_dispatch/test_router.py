@@ -5,48 +5,16 @@ checks that remove and re-add engines, load polling."""
 import asyncio
 import json
 
-import aiohttp
 from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_dispatch.factory import create_dispatcher
-from engine_dispatch.router.app import ProxySettings, Router
 from fake_engine import BEHAVIOURS, FakeEngine
-from engine_dispatch.router.pool import EnginePool, PoolSettings
+from router_cluster import RouterCluster
 
 
-class Cluster:
-    """Fake engines + a router, all on loopback in this event loop."""
-
-    def __init__(self, engines, policy="scored", max_attempts=3, max_body_bytes=1 << 20,
-                 health_timeout_s=2.0):
-        self.health_timeout_s = health_timeout_s
-        self.engines = engines
-        self.policy = policy
-        self.max_attempts = max_attempts
-        self.max_body_bytes = max_body_bytes
-
-    async def __aenter__(self):
-        self.servers = [TestServer(engine.application()) for engine in self.engines]
-        for server in self.servers:
-            await server.start_server()
-        dispatcher = create_dispatcher(self.policy, len(self.engines))
-        self.pool = EnginePool([str(s.make_url("")) for s in self.servers], dispatcher,
-                               PoolSettings(health_interval_s=3600, load_refresh_s=3600,
-                                            health_timeout_s=self.health_timeout_s))
-        self.router = Router(self.pool, dispatcher, ProxySettings(
-            max_attempts=self.max_attempts, max_body_bytes=self.max_body_bytes))
-        self.router_server = TestServer(self.router.application())
-        await self.router_server.start_server()
-        self.client = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.client.close()
-        await self.router_server.close()
-        for server in self.servers:
-            await server.close()
+class Cluster(RouterCluster):
+    """Fake engines + a router that forwards at once."""
 
     async def post(self, path, **kwargs):
         async with self.client.post(self.router_server.make_url(path), **kwargs) as response:

@@ -6,18 +6,14 @@ engine, never sent to an engine after it failed; a client that leaves while held
 import asyncio
 import json
 
-import aiohttp
-from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_dispatch.factory import create_dispatcher
 from engine_dispatch.late_binding import HoldParams, LateBindingConfig
 from engine_dispatch.rebalance import RebalanceConfig, SelectiveRebalancer
-from engine_dispatch.router.app import ProxySettings, Router
 from engine_dispatch.router.late_binding import LateBinder
-from engine_dispatch.router.pool import EnginePool, PoolSettings
 from fake_engine import FakeEngine
+from router_cluster import RouterCluster
 from perf_model.presets import preset_model
 
 MODEL = preset_model("qwen3-30b-a3b-h100")
@@ -28,36 +24,14 @@ EAGER = RebalanceConfig(period_s=0.01, min_interval_s=0.01, long_wait_s=0.0, mig
                         chunk_tokens=1)
 
 
-class LateCluster:
+class LateCluster(RouterCluster):
     """Fake engines behind a late-binding router on loopback, in this event loop."""
 
     def __init__(self, engines, max_in_flight=1, rebalance=EAGER, policy="round-robin"):
-        self.engines, self.max_in_flight, self.rebalance, self.policy = (
-            engines, max_in_flight, rebalance, policy)
-
-    async def __aenter__(self):
-        self.servers = [TestServer(engine.application()) for engine in self.engines]
-        for server in self.servers:
-            await server.start_server()
-        dispatcher = create_dispatcher(self.policy, len(self.engines))
-        self.pool = EnginePool([str(s.make_url("")) for s in self.servers], dispatcher,
-                               PoolSettings(health_interval_s=3600, load_refresh_s=3600))
-        config = LateBindingConfig(HoldParams(max_in_flight=self.max_in_flight, tick_s=0.005),
-                                   self.rebalance)
-        self.late = LateBinder(config, SelectiveRebalancer(self.rebalance, MODEL), self.pool,
-                               dispatcher)
-        self.router = Router(self.pool, dispatcher, ProxySettings(max_attempts=len(self.engines)),
-                             late=self.late)
-        self.router_server = TestServer(self.router.application())
-        await self.router_server.start_server()
-        self.client = aiohttp.ClientSession()
-        return self
-
-    async def __aexit__(self, *exc):
-        await self.client.close()
-        await self.router_server.close()
-        for server in self.servers:
-            await server.close()
+        config = LateBindingConfig(HoldParams(max_in_flight=max_in_flight, tick_s=0.005), rebalance)
+        super().__init__(engines, policy=policy, max_attempts=len(engines),
+                         late=lambda pool, dispatcher: LateBinder(config, SelectiveRebalancer(rebalance, MODEL),
+                                                                  pool, dispatcher))
 
     async def post(self, prompt, stream=False, delay_s=0.0):
         await asyncio.sleep(delay_s)
