@@ -2,16 +2,27 @@
 
 The predictor learns only from finished requests (``observe``), costs O(1) per prediction and
 needs no model weights. A request's class is its ``workload_class`` tag (``"untagged"`` if None)
-refined by the power-of-two bucket of its prompt length; predictions back off from
-``tag|bucket`` to ``tag`` to all requests while a level has fewer than ``min_samples``
-observations. Every level keeps:
+refined by the power-of-two bucket of its prompt length, giving three levels from the most
+specific to the global one: ``tag|bucket``, ``tag``, ``*``. Every level keeps:
 
-* ``mean``: an exponential moving average (EMA) of output tokens, the raw estimate ``s_hat``;
-* ``mae``: EMA of ``|actual - s_hat|`` (tokens);
-* ``mape``: EMA of ``|actual - s_hat| / actual`` (dimensionless),
+* ``mean``: a moving average of output tokens, the raw estimate ``s_hat``;
+* ``mae``: moving average of ``|actual - s_hat|`` (tokens);
+* ``mape``: moving average of ``|actual - s_hat| / actual`` (dimensionless),
 
-where ``s_hat`` is the level's estimate just before the observation. The calibrated prediction is
-(GAPS bias-aware calibration)::
+where ``s_hat`` is the level's estimate just before the observation. The averages are
+exponential (weight ``ema_alpha`` for the newest sample) once a level has ``1 / ema_alpha``
+samples and plain running means before that, so the first samples are weighed equally instead of
+the first one dominating for tens of observations.
+
+Levels are combined by shrinkage, not by a hard back-off: a level with ``n`` samples is blended
+with the estimate of its parent level as ``(n * level + k * parent) / (n + k)`` for each of
+``mean``, ``mae`` and ``mape``, with ``k = prior_strength`` (pseudo-samples). A class is thus used
+from its first finished request, weighed by how much it has seen; with few samples per class (a
+DP rank that has finished three long requests) the estimate already moves most of the way from
+the global mean towards the class mean. The global level is blended the same way with
+``prior_output_tokens``.
+
+The calibrated prediction is (GAPS bias-aware calibration)::
 
     s_cal = s_hat + beta * mae + gamma * s_hat * mape
 
@@ -63,11 +74,13 @@ class OutputLengthPredictor:
     """Predicts total and remaining output tokens of waiting requests.
 
     Args:
-        ema_alpha: weight of the newest observation in every EMA (0 < alpha <= 1).
-        beta: weight of the EMA mean absolute error in the calibrated estimate (>= 0).
-        gamma: weight of ``s_hat * EMA-MAPE`` in the calibrated estimate (>= 0).
-        min_samples: observations a class level needs before it is used instead of its parent.
-        prior_output_tokens: prediction before anything was observed.
+        ema_alpha: weight of the newest observation in every moving average (0 < alpha <= 1);
+            levels with fewer than ``1 / ema_alpha`` samples keep plain running means.
+        beta: weight of the mean absolute error in the calibrated estimate (>= 0).
+        gamma: weight of ``s_hat * MAPE`` in the calibrated estimate (>= 0).
+        prior_strength: ``k``, pseudo-samples of the parent level blended into each level's
+            statistics (>= 0; 0 = a level alone as soon as it has one sample).
+        prior_output_tokens: estimate before anything was observed (the global level's parent).
         use_prompt_buckets: refine tags by prompt-length bucket (off: one class per tag).
         cap_by_max_tokens: cap predictions by the request's ``max_new_tokens`` (off: the learnt
             estimate alone; see the module docstring for when the cap is an oracle).
@@ -78,7 +91,7 @@ class OutputLengthPredictor:
         ema_alpha: float = 0.05,
         beta: float = 0.5,
         gamma: float = 0.0,
-        min_samples: int = 16,
+        prior_strength: float = 2.0,
         prior_output_tokens: float = 256.0,
         use_prompt_buckets: bool = True,
         cap_by_max_tokens: bool = True,
@@ -87,12 +100,13 @@ class OutputLengthPredictor:
             raise ValueError(f"ema_alpha must be in (0, 1], got {ema_alpha}")
         if beta < 0 or gamma < 0:
             raise ValueError(f"beta and gamma must be >= 0, got beta={beta}, gamma={gamma}")
-        if min_samples < 1 or prior_output_tokens <= 0:
-            raise ValueError("min_samples must be >= 1 and prior_output_tokens > 0")
+        if not prior_strength >= 0 or not prior_output_tokens > 0:
+            raise ValueError("prior_strength must be >= 0 and prior_output_tokens > 0, got "
+                             f"{prior_strength} and {prior_output_tokens}")
         self.ema_alpha = ema_alpha
         self.beta = beta
         self.gamma = gamma
-        self.min_samples = min_samples
+        self.prior_strength = float(prior_strength)
         self.prior_output_tokens = float(prior_output_tokens)
         self.use_prompt_buckets = use_prompt_buckets
         self.cap_by_max_tokens = cap_by_max_tokens
@@ -110,22 +124,28 @@ class OutputLengthPredictor:
             self._keys[memo] = keys
         return keys
 
-    def _level_for(self, request: WaitingRequest) -> _LevelStats | None:
-        levels, need = self._levels, self.min_samples
-        for key in self.class_levels(request):
-            stats = levels.get(key)
-            if stats is not None and stats.count >= need:
-                return stats
-        stats = self._levels.get("*")
-        return stats if stats is not None and stats.count > 0 else None
+    def _blended(self, request: WaitingRequest) -> _LevelStats:
+        """Statistics of the request's most specific level, shrunk towards its parents."""
+        k = self.prior_strength
+        blended = _LevelStats(mean=self.prior_output_tokens)
+        for key in reversed(self.class_levels(request)):
+            stats = self._levels.get(key)
+            if stats is None or stats.count == 0:
+                continue
+            n = float(stats.count)
+            w, w_parent = n / (n + k), k / (n + k)
+            blended = _LevelStats(
+                count=stats.count,
+                mean=w * stats.mean + w_parent * blended.mean,
+                mae=w * stats.mae + w_parent * blended.mae,
+                mape=w * stats.mape + w_parent * blended.mape,
+            )
+        return blended
 
     def predict_total(self, request: WaitingRequest) -> float:
         """Calibrated total output tokens of ``request``, >= 1 (<= max_new_tokens if capped)."""
-        stats = self._level_for(request)
-        if stats is None:
-            estimate = self.prior_output_tokens
-        else:
-            estimate = stats.mean + self.beta * stats.mae + self.gamma * stats.mean * stats.mape
+        stats = self._blended(request)
+        estimate = stats.mean + self.beta * stats.mae + self.gamma * stats.mean * stats.mape
         if self.cap_by_max_tokens:
             estimate = min(estimate, float(request.max_new_tokens))
         return max(1.0, estimate)
@@ -141,14 +161,16 @@ class OutputLengthPredictor:
     def observe(self, request: WaitingRequest, output_tokens: int) -> None:
         """Learn from a finished request that produced ``output_tokens`` in total."""
         actual = float(max(1, output_tokens))
-        alpha = self.ema_alpha
         for key in self.class_levels(request):
             stats = self._levels.setdefault(key, _LevelStats())
             if stats.count == 0:
                 stats.mean = actual
             else:
+                # running means until 1/ema_alpha samples: the n-th error, the (n+1)-th output
+                error_alpha = max(self.ema_alpha, 1.0 / stats.count)
+                mean_alpha = max(self.ema_alpha, 1.0 / (stats.count + 1))
                 error = abs(actual - stats.mean)
-                stats.mae += alpha * (error - stats.mae)
-                stats.mape += alpha * (error / actual - stats.mape)
-                stats.mean += alpha * (actual - stats.mean)
+                stats.mae += error_alpha * (error - stats.mae)
+                stats.mape += error_alpha * (error / actual - stats.mape)
+                stats.mean += mean_alpha * (actual - stats.mean)
             stats.count += 1

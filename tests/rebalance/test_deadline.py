@@ -31,7 +31,7 @@ def test_ttft_deadline_charges_calibrated_prefill():
 
 
 def test_e2e_deadline_uses_calibrated_output_length():
-    predictor = OutputLengthPredictor(beta=1.0, min_samples=1)
+    predictor = OutputLengthPredictor(beta=1.0, prior_strength=0)
     for out in (10, 30, 10, 30):  # mean drifts, MAE > 0: calibration adds beta * MAE
         predictor.observe(_request(), out)
     job = JobSizeEstimator(MODEL, predictor=predictor)

@@ -12,28 +12,49 @@ def _req(prompt=100, max_new=10_000, tag=None, generated=0):
                           workload_class=tag, generated_tokens=generated)
 
 
-def test_prior_then_class_mean_with_backoff():
-    p = OutputLengthPredictor(ema_alpha=0.5, beta=0.0, min_samples=2, prior_output_tokens=300)
+def test_prior_then_levels_shrunk_towards_their_parents():
+    p = OutputLengthPredictor(beta=0.0, prior_strength=2, prior_output_tokens=300)
     assert p.predict_total(_req()) == 300
     p.observe(_req(tag="code"), 10)
-    # one "code" sample: below min_samples, back off to the global level (1 sample, still used)
-    assert p.predict_total(_req(tag="code")) == 10
+    # every level has 1 sample of 10: global (1*10 + 2*300)/3, then each level again 1:2
+    glob = (10 + 2 * 300) / 3
+    tag = (10 + 2 * glob) / 3
+    assert p.predict_total(_req(tag="code")) == pytest.approx((10 + 2 * tag) / 3)
     p.observe(_req(tag="code"), 30)
     for _ in range(2):
         p.observe(_req(tag="conv"), 400)
-    assert p.predict_total(_req(tag="code")) == pytest.approx(20)  # 10 -> EMA(0.5) with 30
-    assert p.predict_total(_req(tag="conv")) == pytest.approx(400)
+    # with 2 samples of (10, 30) the class mean is 20 and weighs 2 / (2 + 2) against its parent
+    assert p.predict_total(_req(tag="code")) < p.predict_total(_req(tag="conv"))
+
+
+def test_few_samples_of_a_class_already_separate_it():
+    """Three finished long requests among many short ones move the long class most of the way."""
+    p = OutputLengthPredictor(beta=0.0)
+    for i in range(40):
+        p.observe(_req(prompt=64 + i), 10)
+    for _ in range(3):
+        p.observe(_req(prompt=1500), 40)
+    short, long = p.predict_total(_req(prompt=80)), p.predict_total(_req(prompt=1600))
+    assert short == pytest.approx(10, abs=2)
+    assert long > 2 * short
+
+
+def test_first_samples_weigh_equally():
+    p = OutputLengthPredictor(ema_alpha=0.05, beta=0.0, prior_strength=0)
+    for o in (100, 200, 300):
+        p.observe(_req(), o)
+    assert p.predict_total(_req()) == pytest.approx(200)
 
 
 def test_gaps_calibration_formula():
-    p = OutputLengthPredictor(ema_alpha=0.5, beta=2.0, gamma=1.0, min_samples=1)
+    p = OutputLengthPredictor(ema_alpha=0.5, beta=2.0, gamma=1.0, prior_strength=0)
     p.observe(_req(), 100)   # mean 100
-    p.observe(_req(), 50)    # err 50: mae 25, mape 0.5, mean 75
-    assert p.predict_total(_req()) == pytest.approx(75 + 2.0 * 25 + 1.0 * 75 * 0.5)
+    p.observe(_req(), 50)    # err 50: mae 50, mape 50/50 = 1 (first error), mean 75
+    assert p.predict_total(_req()) == pytest.approx(75 + 2.0 * 50 + 1.0 * 75 * 1.0)
 
 
 def test_prompt_buckets_separate_lengths():
-    p = OutputLengthPredictor(min_samples=1)
+    p = OutputLengthPredictor(prior_strength=0)
     for _ in range(3):
         p.observe(_req(prompt=100), 10)
         p.observe(_req(prompt=5000), 900)
@@ -50,7 +71,7 @@ def test_prompt_buckets_separate_lengths():
     gamma=st.floats(0, 3),
 )
 def test_predictions_respect_caps(outputs, max_new, generated, beta, gamma):
-    p = OutputLengthPredictor(beta=beta, gamma=gamma, min_samples=1)
+    p = OutputLengthPredictor(beta=beta, gamma=gamma, prior_strength=0)
     for o in outputs:
         p.observe(_req(), o)
     total = p.predict_total(_req(max_new=max_new))
@@ -61,7 +82,7 @@ def test_predictions_respect_caps(outputs, max_new, generated, beta, gamma):
 
 
 def test_remaining_counts_from_where_a_preempted_request_stopped():
-    p = OutputLengthPredictor(min_samples=1)
+    p = OutputLengthPredictor(prior_strength=0)
     for _ in range(5):
         p.observe(_req(), 200)
     assert p.predict_remaining(_req(generated=50)) == pytest.approx(150)
@@ -80,8 +101,8 @@ def test_bad_options_raise():
 
 def test_uncapped_predictions_ignore_max_tokens():
     """With cap_by_max_tokens=False a short max_tokens (the true length in a replay) is no oracle."""
-    capped = OutputLengthPredictor(min_samples=1)
-    uncapped = OutputLengthPredictor(min_samples=1, cap_by_max_tokens=False)
+    capped = OutputLengthPredictor(prior_strength=0)
+    uncapped = OutputLengthPredictor(prior_strength=0, cap_by_max_tokens=False)
     for p in (capped, uncapped):
         for _ in range(5):
             p.observe(_req(), 200)

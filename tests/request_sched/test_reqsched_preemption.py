@@ -16,8 +16,8 @@ SHORT_PROMPT, LONG_PROMPT = 64, 1500
 
 
 def trained_predictor() -> OutputLengthPredictor:
-    """Learnt: short prompts answer with 10 tokens, long prompts with 40 (uncapped)."""
-    predictor = OutputLengthPredictor(cap_by_max_tokens=False)
+    """Learnt: short prompts answer with 10 tokens, long prompts with 40 (uncapped, classes alone)."""
+    predictor = OutputLengthPredictor(cap_by_max_tokens=False, prior_strength=0)
     for i in range(20):
         predictor.observe(WaitingRequest(f"s{i}", 0.0, SHORT_PROMPT, 512), 10)
         predictor.observe(WaitingRequest(f"l{i}", 0.0, LONG_PROMPT, 512), 40)

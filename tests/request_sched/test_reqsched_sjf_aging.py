@@ -143,7 +143,7 @@ def test_finished_requests_train_the_predictor(linear_model):
     done = WaitingRequest("d", 0.0, 100, 4096, workload_class="chat")
     for _ in range(32):
         q.on_finished(done, 20)
-    assert q.job_size.predictor.predict_total(done) == pytest.approx(20)
+    assert q.job_size.predictor.predict_total(done) == pytest.approx(20, rel=0.01)  # prior shrunk away
 
 
 def test_default_step_model_is_the_perf_model_preset():
@@ -159,7 +159,7 @@ def test_cap_by_max_tokens_switch_reaches_the_default_predictor(linear_model):
         for _ in range(32):
             q.on_finished(WaitingRequest("d", 0.0, 100, 4096, workload_class="chat"), 300)
         sizes[cap] = q.job_size.remaining_output_tokens(short_cap)
-    assert sizes[True] == 4 and sizes[False] == pytest.approx(300)
+    assert sizes[True] == 4 and sizes[False] == pytest.approx(300, rel=0.01)
     from request_sched.predictor import OutputLengthPredictor
     with pytest.raises(ValueError, match="cap_by_max_tokens"):
         _queue(linear_model, predictor=OutputLengthPredictor(), cap_by_max_tokens=False)
