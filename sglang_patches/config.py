@@ -20,6 +20,9 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     block_tokens = 64          # tokens per hashed prompt block (given to "scored" as block_tokens)
     [dispatch.options]         # keyword options of that dispatcher (weights, thresholds, ...)
 
+    [dp_controller]            # SGLang's data-parallel controller process (with --dp-size > 1)
+    block_when_idle = true     # wait on its socket instead of spinning a core at 100% (stock)
+
     [experts]                  # (relative paths are relative to this file)
     placement_file = ""        # a `moesched place` JSON; `moesched serve` passes --init-expert-location
     transitions_file = ""      # routing stats with transitions (as `moesched place --stats` reads)
@@ -106,6 +109,17 @@ class DispatchConfig:
 
 
 @dataclass(frozen=True)
+class DpControllerConfig:
+    """``[dp_controller]``: how SGLang's DP controller process waits for requests.
+
+    ``block_when_idle``: replace its busy-polling receive loop with a blocking one
+    (:mod:`sglang_patches.hooks.dp_idle`); ``false`` keeps stock SGLang's spinning loop.
+    """
+
+    block_when_idle: bool = True
+
+
+@dataclass(frozen=True)
 class ExpertsConfig:
     """``[experts]``: the offline placement file and the online solver's inputs."""
 
@@ -157,6 +171,7 @@ class MoeschedConfig:
 
     request: RequestConfig = field(default_factory=RequestConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    dp_controller: DpControllerConfig = field(default_factory=DpControllerConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     refit: RefitConfig = field(default_factory=RefitConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
@@ -236,6 +251,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
                                 "options": _table, "preemption": _preemption}),
     "dispatch": (DispatchConfig, {"enabled": _bool, "policy": _name, "block_tokens": _positive,
                                   "options": _table}),
+    "dp_controller": (DpControllerConfig, {"block_when_idle": _bool}),
     "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
                                 "solver": _table}),
     "refit": (RefitConfig, {"enabled": _bool, "base_model": _path, "log_interval_steps": _positive,

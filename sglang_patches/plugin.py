@@ -14,6 +14,8 @@ section:
   request a waiting one preempts, under ``--enable-priority-scheduling``);
 * ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
   ``--load-balance-method total_tokens``);
+* ``[dp_controller] block_when_idle`` (on by default): :mod:`sglang_patches.hooks.dp_idle` (the DP
+  controller blocks on its socket instead of spinning a core);
 * ``[refit]`` (off by default): :mod:`sglang_patches.hooks.step_timing` (each scheduler times its
   steps and refits an online step model, logging its error);
 * always: :mod:`sglang_patches.hooks.eplb` (the name ``--eplb-algorithm moesched``; inert unless
@@ -113,6 +115,10 @@ def load() -> None:
         _request_hooks(config)
     if config.dispatch.enabled:
         _dispatch_hooks(config)
+    if config.dp_controller.block_when_idle:
+        from sglang_patches.hooks import dp_idle
+
+        dp_idle.register()
     if config.refit.enabled:
         _refit_hooks(config)
     _eplb_hooks(config)
@@ -123,4 +129,5 @@ def load() -> None:
           f"preemption={'on' if config.request.enabled and config.request.preemption.enabled else 'off'} "
           f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
           f"refit={'on' if config.refit.enabled else 'off'} "
+          f"dp_controller={'blocking' if config.dp_controller.block_when_idle else 'spinning'} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)

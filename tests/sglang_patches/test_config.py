@@ -50,6 +50,7 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
     ("[request.preemption]\nratio = 4", "request.preemption: unknown key 'ratio'; expected one of"),
     ('[request]\npolicy = "fcfs"\n[request.preemption]\nenabled = true',
      "request.preemption.enabled needs a policy with a job-size predictor (sjf-aging)"),
+    ("[dp_controller]\nblock_when_idle = 1", "dp_controller.block_when_idle: expected true or false"),
     ("[request]\nfoo =", "not valid TOML"),
     ("request = 3", "[request] must be a table"),
 ])
@@ -59,6 +60,11 @@ def test_bad_input_is_one_line_naming_key(text: str, message: str) -> None:
     text_of_error = str(info.value)
     assert text_of_error.startswith("cfg.toml: ") and message in text_of_error
     assert "\n" not in text_of_error
+
+
+def test_dp_controller_blocks_by_default_and_can_spin_as_stock() -> None:
+    assert load_config(None).dp_controller.block_when_idle
+    assert not parse_config("[dp_controller]\nblock_when_idle = false", "cfg.toml").dp_controller.block_when_idle
 
 
 def test_preemption_is_off_by_default_and_parsed() -> None:
