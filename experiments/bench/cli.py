@@ -21,6 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from experiments.bench.endpoints import APIS, Endpoint, parse_endpoint, preflight
+from experiments.bench.pause import ServerPauser
 from experiments.bench.prompts import PromptSynthesizer, load_tokenizer
 from experiments.bench.replay import ReplayOptions, ReplayResult, replay_all
 from experiments.metrics.runs import RunResult
@@ -50,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--stall-timeout", type=float, default=120.0, help="seconds of stream silence before failing")
     r.add_argument("--cooldown", type=float, default=1.0, help="seconds of pause between two replays")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--pause-idle", action="append", default=[], metavar="LABEL=PGID",
+                   help="process group of the server behind endpoint LABEL: stopped (SIGSTOP) while other "
+                        "endpoints are replayed, continued before its own replay and at exit; for servers "
+                        "sharing one small host, where an idle server can still spin a core")
     add_output_arguments(parser, runs="endpoint")
 
 
@@ -61,6 +66,11 @@ def _endpoints(args: argparse.Namespace) -> list[Endpoint]:
     unknown = set(args.priority_lower_first) - set(labels)
     if unknown:
         raise ValueError(f"--priority-lower-first: expected endpoint labels, got {', '.join(sorted(unknown))}")
+    for text in args.pause_idle:
+        label, _, pgid = text.partition("=")
+        if label not in labels or not pgid.isdigit():
+            raise ValueError(f"--pause-idle: expected LABEL=PGID with an endpoint label and a process "
+                             f"group number, got {text!r}")
     if args.baseline is not None and args.baseline not in labels:
         raise ValueError(f"--baseline: expected one of {', '.join(labels)}, got {args.baseline!r}")
     return [Endpoint(ep.label, ep.url, priority_lower_first=ep.label in args.priority_lower_first) for ep in endpoints]
@@ -119,11 +129,20 @@ def run(args: argparse.Namespace) -> int:
         synth = PromptSynthesizer(tokenizer, seed)
         return [synth.text(req) for req in reqs]
 
+    pauser = ServerPauser({label: int(pgid) for label, _, pgid in
+                           (text.partition("=") for text in args.pause_idle)})
+
+    def on_start(endpoint: Endpoint, round_index: int) -> None:
+        pauser.activate(endpoint.label)
+        bar.set_description(f"{endpoint.label} round {round_index + 1}/{args.repeat}")
+
     total = len(requests) * len(endpoints) * args.repeat
     with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
-        results = asyncio.run(replay_all(
-            endpoints, requests, make_prompts, options, on_done=lambda: bar.update(1),
-            on_start=lambda ep, r: bar.set_description(f"{ep.label} round {r + 1}/{args.repeat}")))
+        try:
+            results = asyncio.run(replay_all(endpoints, requests, make_prompts, options,
+                                             on_done=lambda: bar.update(1), on_start=on_start))
+        finally:
+            pauser.resume_all()
     runs = build_runs(args, endpoints, requests, results, slo)
     wrote = write_run_outputs(args, runs, f"moesched bench: {Path(args.trace).name}")
     failed = 0

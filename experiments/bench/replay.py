@@ -98,13 +98,16 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
 async def replay_all(endpoints: list[Endpoint], requests: list[TraceRequest], make_prompts: PromptFactory,
                      options: ReplayOptions, on_done: Callable[[], None] = lambda: None,
                      on_start: Callable[[Endpoint, int], None] = lambda ep, r: None) -> list[ReplayResult]:
-    """All rounds for all endpoints, in rotated order; results in the order they ran."""
+    """All rounds for all endpoints, in rotated order; results in the order they ran.
+
+    ``on_start(endpoint, round)`` runs before each replay's cooldown, so whatever it prepares
+    (a paused server continued, see :mod:`experiments.bench.pause`) has the cooldown to settle."""
     results = []
     for r in range(options.repeat):
         prompts = make_prompts(requests, options.seed + r)
         for endpoint in round_order(endpoints, r):
+            on_start(endpoint, r)
             if results and options.cooldown_s > 0:
                 await asyncio.sleep(options.cooldown_s)
-            on_start(endpoint, r)
             results.append(await replay_once(endpoint, requests, prompts, options, r, on_done))
     return results

@@ -122,8 +122,12 @@ def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool,
     )
 
 
-def bench_command(args: argparse.Namespace, trace: Path, urls: dict[str, str], out_json: Path) -> list[str]:
-    """The ``moesched bench`` command of one pair (patched first; the bench rotates per round)."""
+def bench_command(args: argparse.Namespace, trace: Path, urls: dict[str, str], out_json: Path,
+                  process_groups: dict[str, int]) -> list[str]:
+    """The ``moesched bench`` command of one pair (patched first; the bench rotates per round).
+    Each server's process group is paused while the other one is replayed (``--pause-idle``): on
+    this 2-core host an idle stock SGLang's DP controller spins a core, which would otherwise be
+    taken from whichever server is being measured."""
     cmd = [sys.executable, "-m", "experiments.cli", "bench", "--trace", str(trace), "--format", "azure",
            "--tokenizer", str(DEFAULT_MODEL), "--max-total-tokens", str(MAX_MODEL_LEN),
            "--repeat", str(args.rounds), "--seed", str(args.seed), "--request-timeout", "3600",
@@ -131,6 +135,8 @@ def bench_command(args: argparse.Namespace, trace: Path, urls: dict[str, str], o
            "--markdown", str(out_json.with_suffix(".md")), "--baseline", PATCHED]
     for label, url in urls.items():
         cmd += ["--endpoint", f"{label}={url}"]
+    for label, pgid in process_groups.items():
+        cmd += ["--pause-idle", f"{label}={pgid}"]
     return cmd
 
 
@@ -153,7 +159,8 @@ def run_pair(args: argparse.Namespace, opponent: str, limits: EngineLimits, trac
                 "ready_s": round(server.ready_seconds or 0.0, 1), "rss_gib": round(server.rss_bytes() / 2**30, 2),
                 "log": str(server.log_path)}
         out_json = log_dir / f"bench-{opponent}.json"
-        cmd = bench_command(args, trace, {label: s.base_url for label, s in servers.items()}, out_json)
+        cmd = bench_command(args, trace, {label: s.base_url for label, s in servers.items()}, out_json,
+                            {label: s.pid for label, s in servers.items()})
         facts["bench_command"] = cmd
         print(f"[real_cpu] {' '.join(cmd)}", flush=True)
         facts["bench_exit_code"] = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode

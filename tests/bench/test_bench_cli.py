@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from fake_openai import FakeOpenAIServer, unused_port
 from experiments.bench.prompts import load_tokenizer
 from experiments.cli import main
 from experiments.metrics import load_runs
+from process_state import process_state
 
 TRACE = Path(__file__).resolve().parents[2] / "data/traces/azure2023_conv.csv"
 
@@ -79,3 +82,28 @@ def test_bad_inputs_exit_2_without_traceback(tmp_path, tokenizer_dir, capsys):
     with pytest.raises(SystemExit) as exc:
         main(bench_args(tmp_path, tokenizer_dir, "a=http://x", extra=["--format", "sharegpt"]))
     assert exc.value.code == 2 and "invalid choice: 'sharegpt'" in capsys.readouterr().err
+
+
+def test_pause_idle_stops_the_other_group_during_a_replay_and_continues_it(tmp_path, tokenizer_dir, capsys):
+    """A sleeping session stands for the idle server's process group (the fake servers run in this
+    process): it is stopped while endpoint ``a`` is replayed and continued when the bench ends."""
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    seen_by_a: list[str] = []
+
+    def record_state(body: dict) -> str:
+        seen_by_a.append(process_state(idle.pid))
+        return "ok"
+
+    try:
+        tok = load_tokenizer(tokenizer_dir)
+        with FakeOpenAIServer(tokenizer=tok, mode_for=record_state) as a, FakeOpenAIServer(tokenizer=tok) as b:
+            code = main(bench_args(tmp_path, tokenizer_dir, f"a={a.url}", f"b={b.url}",
+                                   extra=["--pause-idle", f"b={idle.pid}"]))
+        assert code == 0, capsys.readouterr().err
+        assert seen_by_a and set(seen_by_a) == {"T"}
+        assert process_state(idle.pid) != "T"
+    finally:
+        idle.kill()
+        idle.wait()
+    assert main(bench_args(tmp_path, tokenizer_dir, "a=http://x", extra=["--pause-idle", "c=123"])) == 2
+    assert "--pause-idle: expected LABEL=PGID" in capsys.readouterr().err
