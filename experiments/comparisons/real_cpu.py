@@ -103,10 +103,11 @@ def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> Se
 
 
 def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool, dispatch: bool = True,
-                  preemption_ratio: float | None = 2.0) -> str:
+                  preemption_ratio: float | None = 2.0, dp_block_when_idle: bool = True) -> str:
     """The plugin's config for the comparison: sjf-aging with the given bound and aging rate (step
     model: the default H100 preset), preemption with ``preemption_ratio`` (None: off), scored DP
-    dispatch unless ``dispatch`` is False."""
+    dispatch unless ``dispatch`` is False, the DP controller's blocking wait unless
+    ``dp_block_when_idle`` is False (then it spins as in stock SGLang)."""
     return (
         "# written by experiments/comparisons/real_cpu.py (plugin config of the patched SGLang)\n"
         "[request]\npolicy = \"sjf-aging\"\n\n[request.options]\n"
@@ -118,6 +119,7 @@ def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool,
            "overdue = true\n\n") +
         f"[dispatch]\nenabled = {'true' if dispatch else 'false'}\npolicy = \"scored\"\n\n[dispatch.options]\n"
         f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: a CPU step takes seconds\n\n"
+        f"[dp_controller]\nblock_when_idle = {'true' if dp_block_when_idle else 'false'}\n\n"
         "[log]\nfirst_orderings = 10\nsummary_interval_s = 15.0\n"
     )
 
@@ -250,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preemption", action="store_true",
                    help="patched server: no preemption (order only); by default a waiting request may take the "
                         "running slot of one with --size-ratio x its steps of work left, or any once overdue")
+    p.add_argument("--dp-controller-spin", action="store_true",
+                   help="patched server: keep stock SGLang's spinning DP-controller loop (ablation of the "
+                        "plugin's [dp_controller] block_when_idle)")
     p.add_argument("--size-ratio", type=float, default=2.0, help="preemption size ratio (> 1)")
     p.add_argument("--oracle-max-tokens", action="store_true",
                    help="let the predictor cap estimates by max_tokens (= the true output length here)")
@@ -345,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     moesched_config = (out / "moesched.toml").resolve()
     atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.aging_rate, args.oracle_max_tokens,
                                                     dispatch=not args.request_layer_only,
-                                                    preemption_ratio=None if args.no_preemption else args.size_ratio))
+                                                    preemption_ratio=None if args.no_preemption else args.size_ratio,
+                                                    dp_block_when_idle=not args.dp_controller_spin))
     load_config(moesched_config)  # refuse a bad plugin config before any server starts
     pairs: dict[str, dict[str, Any]] = {}
     for opponent in opponents:
@@ -359,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                      "output_tokens": sum(r[2] for r in rows), "prompt_tokens": sum(r[1] for r in rows)},
         "limits": asdict(limits), "max_model_len": MAX_MODEL_LEN, "max_wait_s": args.max_wait_s, "aging_rate": args.aging_rate,
         "predictor_capped_by_max_tokens": args.oracle_max_tokens, "rounds": args.rounds,
+        "dp_controller_blocking": not args.dp_controller_spin,
         "pairs": pairs,
     }
     write_summary(out, summary)

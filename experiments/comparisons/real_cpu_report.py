@@ -34,8 +34,10 @@ def _settings(summary: dict[str, Any]) -> list[str]:
         + ("**capped by max_tokens (oracle: max_tokens = true output length)**"
            if summary["predictor_capped_by_max_tokens"] else
            "not capped by max_tokens (learns output lengths from finished requests only)")
-        + ("; scored DP dispatch." if lim.get("moesched_dispatch", True) else
-           "; **request layer only**: DP dispatch is SGLang's round robin, as on the stock server."),
+        + ("; scored DP dispatch" if lim.get("moesched_dispatch", True) else
+           "; **request layer only**: DP dispatch is SGLang's round robin, as on the stock server")
+        + ("; DP controller waits blocking (plugin default)." if summary.get("dp_controller_blocking", False) else
+           "; DP controller spins as in stock SGLang."),
         f"- {summary['rounds']} interleaved rounds per pair (order rotated each round: patched first in "
         "even rounds); ratios are opponent / patched (> 1: patched is lower).",
         "",
