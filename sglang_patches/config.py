@@ -20,6 +20,11 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     block_tokens = 64          # tokens per hashed prompt block (given to "scored" as block_tokens)
     [dispatch.options]         # keyword options of that dispatcher (weights, thresholds, ...)
 
+    [headroom]                 # SGLang's admission headroom for future output tokens (off by default)
+    enabled = false            # learn CLIP_MAX_NEW_TOKENS from finished requests (request_sched.headroom)
+    quantile = 0.95            # of the last `window` outputs; warmup = 64, floor_tokens = 64,
+    window = 1024              #   ceiling_tokens = 4096 (SGLang's constant) are the other keys
+
     [dp_controller]            # SGLang's data-parallel controller process (with --dp-size > 1)
     block_when_idle = true     # wait on its socket instead of spinning a core at 100% (stock)
 
@@ -109,6 +114,23 @@ class DispatchConfig:
 
 
 @dataclass(frozen=True)
+class HeadroomConfig:
+    """``[headroom]``: :class:`request_sched.headroom.LearntHeadroom` as SGLang's admission clip."""
+
+    enabled: bool = False
+    quantile: float = 0.95
+    window: int = 1024
+    warmup: int = 64
+    floor_tokens: int = 64
+    ceiling_tokens: int = 4096
+
+    def headroom_options(self) -> dict[str, Any]:
+        """Keyword options of ``LearntHeadroom``."""
+        return {"quantile": self.quantile, "window": self.window, "warmup": self.warmup,
+                "floor_tokens": self.floor_tokens, "ceiling_tokens": self.ceiling_tokens}
+
+
+@dataclass(frozen=True)
 class DpControllerConfig:
     """``[dp_controller]``: how SGLang's DP controller process waits for requests.
 
@@ -171,6 +193,7 @@ class MoeschedConfig:
 
     request: RequestConfig = field(default_factory=RequestConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    headroom: HeadroomConfig = field(default_factory=HeadroomConfig)
     dp_controller: DpControllerConfig = field(default_factory=DpControllerConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     refit: RefitConfig = field(default_factory=RefitConfig)
@@ -230,6 +253,12 @@ def _ratio(value: Any) -> float:
     return float(value)
 
 
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError("expected a number in (0, 1]")
+    return float(value)
+
+
 def _preemption(value: Any) -> PreemptionConfig:
     if not isinstance(value, dict):
         raise ValueError("expected a table (enabled, size_ratio, max_per_request, overdue)")
@@ -251,6 +280,9 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
                                 "options": _table, "preemption": _preemption}),
     "dispatch": (DispatchConfig, {"enabled": _bool, "policy": _name, "block_tokens": _positive,
                                   "options": _table}),
+    "headroom": (HeadroomConfig, {"enabled": _bool, "quantile": _fraction, "window": _positive,
+                                  "warmup": _positive, "floor_tokens": _positive,
+                                  "ceiling_tokens": _positive}),
     "dp_controller": (DpControllerConfig, {"block_when_idle": _bool}),
     "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
                                 "solver": _table}),
@@ -311,6 +343,12 @@ def _check_against_cores(config: MoeschedConfig) -> None:
             raise ValueError(f"{source}: experts.{key}: expected an existing file, got {path!r}")
     if config.refit.enabled:
         _check_refit(config.refit, source)
+    from request_sched.headroom import LearntHeadroom
+
+    try:
+        LearntHeadroom(**config.headroom.headroom_options())
+    except ValueError as exc:
+        raise ValueError(f"{source}: headroom: {exc}") from None
 
 
 def _check_refit(refit: RefitConfig, source: str) -> None:

@@ -14,6 +14,8 @@ section:
   request a waiting one preempts, under ``--enable-priority-scheduling``);
 * ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
   ``--load-balance-method total_tokens``);
+* ``[headroom]`` (off by default): :mod:`sglang_patches.hooks.headroom` (SGLang's admission clip
+  on future output tokens learnt from finished requests);
 * ``[dp_controller] block_when_idle`` (on by default): :mod:`sglang_patches.hooks.dp_idle` (the DP
   controller blocks on its socket instead of spinning a core);
 * ``[refit]`` (off by default): :mod:`sglang_patches.hooks.step_timing` (each scheduler times its
@@ -115,6 +117,11 @@ def load() -> None:
         _request_hooks(config)
     if config.dispatch.enabled:
         _dispatch_hooks(config)
+    if config.headroom.enabled:
+        from request_sched.headroom import LearntHeadroom
+        from sglang_patches.hooks.headroom import HeadroomHook
+
+        HeadroomHook(LearntHeadroom(**config.headroom.headroom_options())).register()
     if config.dp_controller.block_when_idle:
         from sglang_patches.hooks import dp_idle
 
@@ -129,5 +136,6 @@ def load() -> None:
           f"preemption={'on' if config.request.enabled and config.request.preemption.enabled else 'off'} "
           f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
           f"refit={'on' if config.refit.enabled else 'off'} "
+          f"headroom={'learnt' if config.headroom.enabled else 'stock'} "
           f"dp_controller={'blocking' if config.dp_controller.block_when_idle else 'spinning'} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)

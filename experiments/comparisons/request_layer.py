@@ -15,11 +15,15 @@ per step, 160,000 KV tokens), on the same replayed requests:
 - stock SGLang (no mixed chunk: decodes wait for every prefill step): FCFS, hrrn and ours, so
   the gain of the flag alone is visible;
 - vLLM V1 step forming (``prefill_order="admission"``, first-chunk admission): FCFS, vLLM's sjf,
-  and ours (the same policy on vLLM's engine, to separate the policy from the engine).
+  and ours (the same policy on vLLM's engine, to separate the policy from the engine);
+- with SGLang's admission headroom learnt from finished outputs (``learnt_headroom``,
+  :mod:`request_sched.headroom`, the plugin's ``[headroom]``): ours, the whole request layer
+  (ours + token budget + learnt headroom) and FCFS with the learnt headroom (the headroom alone).
 
 Capacity (:mod:`.capacity`) is SGLang FCFS's with mixed chunk; stock SGLang's and vLLM FCFS's own
-capacities are measured too and reported. Targets (issue 4): sjf-aging's mean TTFT <= 0.5x FCFS
-and <= 0.8x hrrn and vllm-sjf; P99 TTFT <= 1.0x FCFS; mean TPOT <= 1.05x FCFS; the same ratios
+capacities are measured too and reported. Targets (issue 4), for sjf-aging and for the whole
+request layer: mean TTFT <= 0.5x FCFS and <= 0.8x hrrn and vllm-sjf; P99 TTFT <= 1.0x FCFS; mean
+TPOT <= 1.05x FCFS; the same ratios
 against stock SGLang and on vLLM's engine are reported beside them. Prints the tables, writes
 ``runs.json``, ``summary.json``, ``report.md`` and plots under ``--out``.
 """
@@ -52,6 +56,10 @@ DECODE_WEIGHTS = (0.0, 0.1, 0.2, 0.5, 1.0)
 VLLM = {"prefill_order": "admission", "admit_whole_prompt": False}
 #: suffix of ours on vLLM's engine
 ON_VLLM = "@vllm"
+#: suffix of the rows whose SGLang admission headroom is learnt (request_sched.headroom)
+HEADROOM = "+headroom"
+#: the whole request layer: sjf-aging, the SLO-aware token budget and the learnt headroom
+FULL_LAYER = f"{OURS}+budget{HEADROOM}"
 
 
 def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...], decode_reservation: bool = True) -> list[Stack]:
@@ -67,6 +75,11 @@ def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...], decode_reserva
             Stack(OURS + STOCK, policy="sjf-aging", **stock),
             Stack("vllm-fcfs", **VLLM), Stack("vllm-sjf", policy="vllm-sjf", **VLLM),
             Stack(OURS + ON_VLLM, policy="sjf-aging", **VLLM)]
+    if decode_reservation:  # the learnt headroom clips that reservation: ours with it, and FCFS with it
+        main += [Stack(OURS + HEADROOM, policy="sjf-aging", learnt_headroom=True, **mixed),
+                 Stack(FULL_LAYER, policy="sjf-aging", tpot_budget_ms=tpot_budget_ms,
+                       learnt_headroom=True, **mixed),
+                 Stack(BASELINE + HEADROOM, learnt_headroom=True, **mixed)]
     aging = [Stack(f"aging_rate={a:g}", policy="sjf-aging", policy_options={"aging_rate": a}, **mixed)
              for a in aging_rates]
     weights = [Stack(f"decode_weight={w:g}", policy="sjf-aging", policy_options={"decode_weight": w}, **mixed)
@@ -89,8 +102,10 @@ def forming_table(compared: list[Stack]) -> str:
     return "\n".join(lines)
 
 
-def trace_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
-    ours, fcfs = runs[OURS], runs[BASELINE]
+def trace_targets(scope: str, runs: dict[str, RunResult], ours_label: str = OURS) -> list[Target]:
+    """The issue's five targets for the stack ``ours_label`` (sjf-aging alone, or the whole
+    request layer: sjf-aging + SLO token budget + learnt headroom)."""
+    ours, fcfs = runs[ours_label], runs[BASELINE]
     return [ratio_target(scope, ours, fcfs, "ttft_ms.mean", 0.5),
             ratio_target(scope, ours, runs["hrrn"], "ttft_ms.mean", 0.8),
             ratio_target(scope, ours, runs["vllm-sjf"], "ttft_ms.mean", 0.8),
@@ -161,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                 runs[stack.label] = run_stack(stack, cluster, requests, slo, workload)
                 bar.update()
             targets += trace_targets(name, runs)
+            if FULL_LAYER in runs:
+                targets += trace_targets(name, runs, FULL_LAYER)
             vs_other += other_baseline_targets(name, runs)
             sweeps[name] = {"aging_rate": sweep_points(runs, "aging_rate", aging_rates),
                             "decode_weight": sweep_points(runs, "decode_weight", DECODE_WEIGHTS)}

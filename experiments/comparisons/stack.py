@@ -48,6 +48,9 @@ class Stack:
         decode_reservation: with ``"policy"`` order, SGLang's admission headroom for future
             decode tokens (``max_new_tokens`` x ``new_token_ratio``,
             :mod:`experiments.sim.decode_reservation`).
+        learnt_headroom: with ``decode_reservation``, that headroom clipped at a quantile of the
+            engine's recent outputs (:mod:`request_sched.headroom`, the plugin's
+            ``[request.headroom]``) instead of SGLang's 4,096 tokens.
     """
 
     label: str
@@ -61,6 +64,7 @@ class Stack:
     prefill_order: str = "admission"
     mixed_chunk: bool = False
     decode_reservation: bool = False
+    learnt_headroom: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
                                 min_budget=min(256, engine.max_batched_tokens))
     engine = replace(engine, admit_whole_prompt=stack.admit_whole_prompt, budget=budget,
                      prefill_order=stack.prefill_order, mixed_chunk=stack.mixed_chunk,
-                     decode_reservation=stack.decode_reservation)
+                     decode_reservation=stack.decode_reservation,
+                     learnt_headroom=stack.learnt_headroom)
     moe = None
     if stack.placement is not None:
         try:
@@ -140,7 +145,8 @@ def run_stack(stack: Stack, cluster: Cluster, requests: list[TraceRequest], slo:
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},
         "admit_whole_prompt": stack.admit_whole_prompt,
         "prefill_order": stack.prefill_order, "mixed_chunk": stack.mixed_chunk,
-        "decode_reservation": stack.decode_reservation, "tpot_budget_ms": stack.tpot_budget_ms,
+        "decode_reservation": stack.decode_reservation, "learnt_headroom": stack.learnt_headroom,
+        "tpot_budget_ms": stack.tpot_budget_ms,
         "max_running": engine.max_running, "max_batched_tokens": engine.max_batched_tokens,
         "kv_capacity_tokens": engine.kv_capacity_tokens, "prefix_caching": engine.prefix_caching,
         "load_refresh_s": cluster.load_refresh_s, "workload": dict(workload), "simulation_cpu_s": cpu_s,

@@ -8,7 +8,8 @@
 Each ``--config LABEL:key=value,...`` is one run on the same workload; keys override the
 command-line defaults: ``policy``, ``dispatch``, ``engines``, ``max_running``,
 ``max_batched_tokens``, ``kv_capacity_tokens``, ``prefix_caching``, ``admit_whole_prompt``,
-``mixed_chunk`` and ``decode_reservation`` (true/false), ``prefill_order`` (admission/policy),
+``mixed_chunk``, ``decode_reservation`` and ``learnt_headroom`` (true/false), ``prefill_order``
+(admission/policy),
 ``load_refresh_s``, ``placement`` (a placement JSON; needs ``--routing-stats``), ``ep_execution``
 (the placement's expert-parallel execution model, see ``--ep-execution``). Without
 ``--config`` one run is made from the command-line values. The output has the same schema, Markdown
@@ -85,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--decode-reservation", action="store_true",
                    help="with --prefill-order policy: admit only with SGLang's headroom for running requests' "
                         "future decode tokens (max_new_tokens x new_token_ratio)")
+    c.add_argument("--learnt-headroom", action="store_true",
+                   help="with --decode-reservation: clip that headroom at a quantile of the engine's recent "
+                        "outputs (the moesched plugin's [request.headroom]) instead of 4,096 tokens")
     c.add_argument("--load-refresh-s", type=float, default=0.0,
                    help="seconds between the dispatcher's load snapshots (0 = always current)")
     c.add_argument("--tpot-slo-budget-ms", type=float,
@@ -128,7 +132,8 @@ def _parse_config(text: str, default: RunSpec) -> RunSpec:
                 spec = replace(spec, load_refresh_s=float(value))
             elif key in ("max_running", "max_batched_tokens", "kv_capacity_tokens"):
                 engine_changes[key] = int(value)
-            elif key in ("prefix_caching", "admit_whole_prompt", "mixed_chunk", "decode_reservation"):
+            elif key in ("prefix_caching", "admit_whole_prompt", "mixed_chunk", "decode_reservation",
+                         "learnt_headroom"):
                 engine_changes[key] = _BOOL[value.lower()]
             elif key == "prefill_order":
                 if value not in PREFILL_ORDERS:
@@ -171,6 +176,7 @@ def run_specs(args: argparse.Namespace, model: StepTimeModel) -> list[RunSpec]:
                           admit_whole_prompt=not args.admit_first_chunk, budget=budget,
                           prefill_order=args.prefill_order, mixed_chunk=args.mixed_chunk,
                           decode_reservation=args.decode_reservation,
+                          learnt_headroom=args.learnt_headroom,
                           request_overhead=request_overhead(args))
     default = RunSpec(label=f"{args.policy}+{args.dispatch}", policy=args.policy, dispatch=args.dispatch,
                       engines=args.engines, engine=engine, load_refresh_s=args.load_refresh_s,
@@ -216,7 +222,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
         "max_batched_tokens": engine.max_batched_tokens, "kv_capacity_tokens": engine.kv_capacity_tokens,
         "prefix_caching": engine.prefix_caching, "admit_whole_prompt": engine.admit_whole_prompt,
         "prefill_order": engine.prefill_order, "mixed_chunk": engine.mixed_chunk,
-        "decode_reservation": engine.decode_reservation,
+        "decode_reservation": engine.decode_reservation, "learnt_headroom": engine.learnt_headroom,
         "load_refresh_s": spec.load_refresh_s, "request_overhead": engine.request_overhead.to_dict(),
         "tpot_slo_budget_ms": args.tpot_slo_budget_ms, "placement": spec.placement,
         "ep_execution": None if spec.placement is None else spec.ep_execution,

@@ -59,6 +59,10 @@ class EngineConfig:
             request is admitted only if its uncached prompt plus its clipped ``max_new_tokens``
             fit beside ``new_token_ratio`` x the running requests' clipped remaining
             ``max_new_tokens``. False: room for the uncached prompt (or first chunk) suffices.
+        learnt_headroom: with ``decode_reservation``, clip the expected future output tokens at a
+            quantile of this engine's recent outputs (:class:`request_sched.headroom.LearntHeadroom`,
+            what the moesched plugin sets SGLang's ``CLIP_MAX_NEW_TOKENS`` to) instead of SGLang's
+            constant 4,096.
         request_overhead: per-request latency outside engine steps (HTTP, tokenization, IPC,
             streaming; :mod:`perf_model.request_overhead`): a request enters the waiting queue
             ``enqueue_s`` after it was sent, and every token reaches the client ``response_s``
@@ -75,6 +79,7 @@ class EngineConfig:
     prefill_order: PrefillOrder = "admission"
     mixed_chunk: bool = False
     decode_reservation: bool = False
+    learnt_headroom: bool = False
     request_overhead: RequestOverhead = field(default_factory=RequestOverhead)
 
     def __post_init__(self) -> None:
@@ -89,6 +94,8 @@ class EngineConfig:
                              f"got {self.prefill_order!r}")
         if self.decode_reservation and self.prefill_order != "policy":
             raise ValueError("decode_reservation: SGLang's admission headroom needs prefill_order='policy'")
+        if self.learnt_headroom and not self.decode_reservation:
+            raise ValueError("learnt_headroom: clips SGLang's admission headroom, needs decode_reservation")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ requests still running (``estimate_new_token_ratio_after_retract``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 #: SGLang's CLIP_MAX_NEW_TOKENS (env SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION, default 4096)
@@ -35,9 +35,9 @@ NEW_TOKEN_RATIO_DECAY_STEPS = 600
 RETRACT_DECODE_STEPS = 20
 
 
-def clipped_new_tokens(max_new_tokens: int, output_tokens: int) -> int:
-    """Output tokens SGLang still expects from a request, clipped: ``min(max_new - out, CLIP)`` (>= 0)."""
-    return min(max(max_new_tokens - output_tokens, 0), CLIP_MAX_NEW_TOKENS)
+def clipped_new_tokens(max_new_tokens: int, output_tokens: int, clip: int = CLIP_MAX_NEW_TOKENS) -> int:
+    """Output tokens SGLang still expects from a request, clipped: ``min(max_new - out, clip)`` (>= 0)."""
+    return min(max(max_new_tokens - output_tokens, 0), clip)
 
 
 class NewTokenRatio:
@@ -90,8 +90,11 @@ class DecodeReservation:
     reports every decode step (:meth:`on_decode_step`) and idle moment (:meth:`on_idle`).
     """
 
-    def __init__(self, kv_capacity_tokens: int) -> None:
+    def __init__(self, kv_capacity_tokens: int, clip: Callable[[], int] = lambda: CLIP_MAX_NEW_TOKENS) -> None:
+        """``clip`` gives the current ``CLIP_MAX_NEW_TOKENS`` (SGLang's constant by default, a
+        :class:`request_sched.headroom.LearntHeadroom`'s value with the moesched plugin)."""
         self.capacity = kv_capacity_tokens
+        self.clip = clip
         self.ratio = NewTokenRatio()
 
     def max_new_tokens(self, requested: int, input_tokens: int) -> int:
@@ -102,7 +105,7 @@ class DecodeReservation:
 
     def new_tokens(self, requested: int, input_tokens: int, output_tokens: int) -> int:
         """Clipped output tokens SGLang still expects from a request."""
-        return clipped_new_tokens(self.max_new_tokens(requested, input_tokens), output_tokens)
+        return clipped_new_tokens(self.max_new_tokens(requested, input_tokens), output_tokens, self.clip())
 
     def reserved(self, running: Iterable[RunningRequest]) -> float:
         """KV tokens kept free for the ``running`` requests' future decode tokens."""

@@ -32,8 +32,10 @@ schedule_policy.py`` ``PrefillAdder.add_chunked_req`` / ``add_one_req``):
    fewest output tokens first; the newest admitted is the usual such request).
 
 With ``decode_reservation`` admission also keeps SGLang's headroom for the tokens running
-requests will still decode (:mod:`experiments.sim.decode_reservation`); without it admission
-checks the KV room for the uncached prompt as in the ``"admission"`` mode.
+requests will still decode (:mod:`experiments.sim.decode_reservation`), clipped at SGLang's
+4,096 tokens or, with ``learnt_headroom``, at a quantile of the engine's recent outputs
+(:mod:`request_sched.headroom`); without it admission checks the KV room for the uncached prompt
+as in the ``"admission"`` mode.
 
 The step's :class:`~perf_model.batch.BatchShape` goes to the step model; :meth:`end_step` applies
 it at the returned time: finished prefills emit their first token and insert their prompt blocks
@@ -61,6 +63,7 @@ from experiments.sim.prefix_cache import PrefixCache
 from experiments.sim.request_state import SimRequest
 from experiments.workloads.types import BLOCK_TOKENS
 from perf_model.batch import BatchShape, MoeFactors, StepTimeModel
+from request_sched.headroom import LearntHeadroom
 from request_sched.queue import RequestQueue
 
 #: called with (request, now) when a request finishes or fails on the engine
@@ -112,7 +115,13 @@ class SimEngine:
         self._step_decodes = False
         self._last_decode_step = -1
         self._matched_version = -1
-        self.reservation = DecodeReservation(self.capacity) if config.decode_reservation else None
+        self.headroom = LearntHeadroom() if config.learnt_headroom else None
+        if config.decode_reservation:
+            headroom = self.headroom
+            self.reservation = (DecodeReservation(self.capacity) if headroom is None else
+                                DecodeReservation(self.capacity, clip=lambda: headroom.tokens))
+        else:
+            self.reservation = None
 
     # --- KV cache -------------------------------------------------------------------------------
     @property
@@ -420,6 +429,8 @@ class SimEngine:
             req.node = None
         del self.running[req.trace.request_id]
         self.queue.on_finished(req.waiting, req.trace.output_tokens)
+        if self.headroom is not None:
+            self.headroom.observe(req.trace.output_tokens)
         self.on_finish(req, now)
 
     def _report(self, now: float) -> None:

@@ -51,6 +51,8 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
     ('[request]\npolicy = "fcfs"\n[request.preemption]\nenabled = true',
      "request.preemption.enabled needs a policy with a job-size predictor (sjf-aging)"),
     ("[dp_controller]\nblock_when_idle = 1", "dp_controller.block_when_idle: expected true or false"),
+    ("[headroom]\nquantile = 0", "headroom.quantile: expected a number in (0, 1], got 0"),
+    ("[headroom]\nfloor_tokens = 5000", "headroom: floor_tokens, ceiling_tokens: expected 1 <= floor <= ceiling"),
     ("[request]\nfoo =", "not valid TOML"),
     ("request = 3", "[request] must be a table"),
 ])
