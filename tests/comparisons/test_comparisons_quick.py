@@ -43,7 +43,9 @@ def test_request_layer_quick(tmp_path, capsys):
     assert code == 0
     labels = len(request_layer.stacks(50.0, request_layer.QUICK_AGING_RATES))
     comparison = _check_outputs(out, labels, ["azure-code"], ["ratios.png", "aging_sweep_azure-code.png"])
-    assert len(comparison["targets"]) == 5
+    assert len(comparison["targets"]) == 10  # sjf-aging, and the whole layer (+ budget + headroom)
+    assert {t["scope"] for t in comparison["targets"]} == {"azure-code"}
+    assert sum(request_layer.FULL_LAYER in t["name"] for t in comparison["targets"]) == 5
     assert [p["aging_rate"] for p in comparison["aging_sweeps"]["azure-code"]] == list(request_layer.QUICK_AGING_RATES)
     assert "| sjf-aging |" in capsys.readouterr().out
 
