@@ -130,8 +130,8 @@ ABLATION_VARIANTS = (("deepep-low-latency", "deepep-low-latency", True), ("affin
 STREAM_FLOOR = "stream-floor"
 STREAM_FLOOR_STACKS = ("sglang", "sglang+mixed-chunk", OURS, f"{OURS}+mixed-chunk")
 #: stacks checked against issue 7's targets (vs BASELINE)
-TARGET_STACKS = (OURS, f"{OURS}+mixed-chunk", f"{OURS}+mixed-chunk+budget", f"{OURS}@{STREAM_FLOOR}",
-                 f"{OURS}+mixed-chunk@{STREAM_FLOOR}")
+TARGET_STACKS = (OURS, f"{OURS}+mixed-chunk", f"{OURS}+mixed-chunk+budget", f"{OURS}+mixed-chunk+budget+headroom",
+                 f"{OURS}@{STREAM_FLOOR}", f"{OURS}+mixed-chunk@{STREAM_FLOOR}")
 
 
 def redundant_expert_kv_tokens(gpu_model: str) -> int:
@@ -170,6 +170,8 @@ def _main_stacks(tpot_budget_ms: float) -> list[Stack]:
               mixed_chunk=True, **sglang),
         Stack(f"{OURS}+mixed-chunk+budget", policy="sjf-aging", dispatch="scored", placement="solver",
               mixed_chunk=True, tpot_budget_ms=tpot_budget_ms, **sglang),
+        Stack(f"{OURS}+mixed-chunk+budget+headroom", policy="sjf-aging", dispatch="scored", placement="solver",
+              mixed_chunk=True, tpot_budget_ms=tpot_budget_ms, learnt_headroom=True, **sglang),
         *(Stack(ablation_label(label, variant), placement=factor_key(placement, execution), **sglang)
           for variant, execution, _ in ABLATION_VARIANTS if variant != DEFAULT_EXECUTION_MODEL
           for label, placement in zip(ABLATION, ("eplb", "solver"))),
