@@ -20,6 +20,12 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     block_tokens = 64          # tokens per hashed prompt block (given to "scored" as block_tokens)
     [dispatch.options]         # keyword options of that dispatcher (weights, thresholds, ...)
 
+    [budget]                   # SLO-aware prefill token budget per scheduling pass (off by default)
+    enabled = false
+    tpot_slo_ms = 50.0         # the step model's predicted step time stays <= this
+    step_model = "qwen3-30b-a3b-h100"   # perf_model preset or `moesched calibrate` file (the hardware!)
+    min_tokens = 256           # smallest budget while requests wait (prefill never starves)
+
     [headroom]                 # SGLang's admission headroom for future output tokens (off by default)
     enabled = false            # learn CLIP_MAX_NEW_TOKENS from finished requests (request_sched.headroom)
     quantile = 0.95            # of the last `window` outputs; warmup = 64, floor_tokens = 64,
@@ -114,6 +120,16 @@ class DispatchConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """``[budget]``: :class:`request_sched.token_budget.SloTokenBudget` on SGLang's prefill limits."""
+
+    enabled: bool = False
+    tpot_slo_ms: float = 50.0
+    step_model: str = "qwen3-30b-a3b-h100"
+    min_tokens: int = 256
+
+
+@dataclass(frozen=True)
 class HeadroomConfig:
     """``[headroom]``: :class:`request_sched.headroom.LearntHeadroom` as SGLang's admission clip."""
 
@@ -193,6 +209,7 @@ class MoeschedConfig:
 
     request: RequestConfig = field(default_factory=RequestConfig)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     headroom: HeadroomConfig = field(default_factory=HeadroomConfig)
     dp_controller: DpControllerConfig = field(default_factory=DpControllerConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
@@ -253,6 +270,13 @@ def _ratio(value: Any) -> float:
     return float(value)
 
 
+def _positive_ms(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not value > 0:
+        raise ValueError("expected a number of milliseconds > 0")
+    return float(value)
+
+
 def _fraction(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError("expected a number in (0, 1]")
@@ -280,6 +304,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
                                 "options": _table, "preemption": _preemption}),
     "dispatch": (DispatchConfig, {"enabled": _bool, "policy": _name, "block_tokens": _positive,
                                   "options": _table}),
+    "budget": (BudgetConfig, {"enabled": _bool, "tpot_slo_ms": _positive_ms, "step_model": _name,
+                              "min_tokens": _count}),
     "headroom": (HeadroomConfig, {"enabled": _bool, "quantile": _fraction, "window": _positive,
                                   "warmup": _positive, "floor_tokens": _positive,
                                   "ceiling_tokens": _positive}),
@@ -343,6 +369,13 @@ def _check_against_cores(config: MoeschedConfig) -> None:
             raise ValueError(f"{source}: experts.{key}: expected an existing file, got {path!r}")
     if config.refit.enabled:
         _check_refit(config.refit, source)
+    if config.budget.enabled:
+        from perf_model.model_file import resolve_model
+
+        try:
+            resolve_model(config.budget.step_model)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"{source}: budget.step_model: {exc}") from None
     from request_sched.headroom import LearntHeadroom
 
     try:
@@ -373,7 +406,8 @@ def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
     """Parse and validate TOML ``text``; ``source`` names it in error messages.
 
     Relative ``experts.*_file`` and ``refit.steps_file`` paths are resolved against the directory
-    of ``source`` when ``source`` is a file path, and so is ``refit.base_model`` when such a file
+    of ``source`` when ``source`` is a file path, and so are ``refit.base_model`` and
+    ``budget.step_model`` when such a file
     exists there (otherwise it stays a preset name or a path from the working directory).
     """
     try:
@@ -396,6 +430,9 @@ def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
                        if (path := getattr(config.refit, key)) and not os.path.isabs(path)
                        and (key == "steps_file" or (base / path).exists())}
         config = replace(config, refit=replace(config.refit, **refit_paths))
+        model = config.budget.step_model
+        if not os.path.isabs(model) and (base / model).exists():
+            config = replace(config, budget=replace(config.budget, step_model=str(base / model)))
     _check_against_cores(config)
     return config
 

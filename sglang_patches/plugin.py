@@ -14,6 +14,8 @@ section:
   request a waiting one preempts, under ``--enable-priority-scheduling``);
 * ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
   ``--load-balance-method total_tokens``);
+* ``[budget]`` (off by default): :mod:`sglang_patches.hooks.token_budget` (each scheduling pass's
+  prefill token limits capped at the SLO-aware budget of its decode batch);
 * ``[headroom]`` (off by default): :mod:`sglang_patches.hooks.headroom` (SGLang's admission clip
   on future output tokens learnt from finished requests);
 * ``[dp_controller] block_when_idle`` (on by default): :mod:`sglang_patches.hooks.dp_idle` (the DP
@@ -91,6 +93,17 @@ def _refit_hooks(config: MoeschedConfig) -> None:
     StepTimingHooks(make_recorder).register()
 
 
+def _budget_hook(config: MoeschedConfig) -> None:
+    from perf_model.model_file import resolve_model
+    from request_sched.token_budget import SloTokenBudget
+    from sglang_patches.hooks.token_budget import TokenBudgetHook
+
+    budget = config.budget
+    rule = SloTokenBudget(resolve_model(budget.step_model), budget.tpot_slo_ms / 1e3,
+                          max_budget=65536, min_budget=budget.min_tokens)  # SGLang's own limits cap it too
+    TokenBudgetHook(rule, DecisionLog(config.log.first_orderings, config.log.summary_interval_s)).register()
+
+
 def _eplb_hooks(config: MoeschedConfig) -> None:
     from expert_sched.sglang_algorithm import rebalance
     from sglang_patches.hooks.eplb import EplbHooks
@@ -117,6 +130,8 @@ def load() -> None:
         _request_hooks(config)
     if config.dispatch.enabled:
         _dispatch_hooks(config)
+    if config.budget.enabled:
+        _budget_hook(config)
     if config.headroom.enabled:
         from request_sched.headroom import LearntHeadroom
         from sglang_patches.hooks.headroom import HeadroomHook
@@ -136,6 +151,7 @@ def load() -> None:
           f"preemption={'on' if config.request.enabled and config.request.preemption.enabled else 'off'} "
           f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
           f"refit={'on' if config.refit.enabled else 'off'} "
+          f"budget={f'{config.budget.tpot_slo_ms:g}ms' if config.budget.enabled else 'off'} "
           f"headroom={'learnt' if config.headroom.enabled else 'stock'} "
           f"dp_controller={'blocking' if config.dp_controller.block_when_idle else 'spinning'} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)
