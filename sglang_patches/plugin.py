@@ -104,6 +104,13 @@ def _budget_hook(config: MoeschedConfig) -> None:
     TokenBudgetHook(rule, DecisionLog(config.log.first_orderings, config.log.summary_interval_s)).register()
 
 
+def _headroom_hook(config: MoeschedConfig) -> None:
+    from request_sched.headroom import LearntHeadroom
+    from sglang_patches.hooks.headroom import HeadroomHook
+
+    HeadroomHook(LearntHeadroom(**config.headroom.headroom_options())).register()
+
+
 def _eplb_hooks(config: MoeschedConfig) -> None:
     from expert_sched.sglang_algorithm import rebalance
     from sglang_patches.hooks.eplb import EplbHooks
@@ -133,10 +140,7 @@ def load() -> None:
     if config.budget.enabled:
         _budget_hook(config)
     if config.headroom.enabled:
-        from request_sched.headroom import LearntHeadroom
-        from sglang_patches.hooks.headroom import HeadroomHook
-
-        HeadroomHook(LearntHeadroom(**config.headroom.headroom_options())).register()
+        _headroom_hook(config)
     if config.dp_controller.block_when_idle:
         from sglang_patches.hooks import dp_idle
 

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 
 from engine_dispatch.types import EngineLoad
 from experiments.sim.config import EngineConfig
-from experiments.sim.decode_reservation import DecodeReservation, RunningRequest
+from experiments.sim.decode_reservation import CLIP_MAX_NEW_TOKENS, DecodeReservation, RunningRequest
 from experiments.sim.prefix_cache import PrefixCache
 from experiments.sim.request_state import SimRequest
 from experiments.workloads.types import BLOCK_TOKENS
@@ -116,12 +116,12 @@ class SimEngine:
         self._last_decode_step = -1
         self._matched_version = -1
         self.headroom = LearntHeadroom() if config.learnt_headroom else None
-        if config.decode_reservation:
-            headroom = self.headroom
-            self.reservation = (DecodeReservation(self.capacity) if headroom is None else
-                                DecodeReservation(self.capacity, clip=lambda: headroom.tokens))
-        else:
-            self.reservation = None
+        self.reservation = (DecodeReservation(self.capacity, clip=self._reservation_clip)
+                            if config.decode_reservation else None)
+
+    def _reservation_clip(self) -> int:
+        """SGLang's ``CLIP_MAX_NEW_TOKENS``: the learnt headroom's value, else SGLang's constant."""
+        return self.headroom.tokens if self.headroom is not None else CLIP_MAX_NEW_TOKENS
 
     # --- KV cache -------------------------------------------------------------------------------
     @property

@@ -55,6 +55,7 @@ def test_simulate_mooncake_hits_the_prefix_cache(tmp_path):
     (["--config", "a:colour=red"], "unknown key"),
     (["--config", "a:prefill_order=fifo"], "expected one of admission, policy"),
     (["--decode-reservation"], "decode_reservation"),
+    (["--prefill-order", "policy", "--learnt-headroom"], "learnt_headroom"),
     (["--config", "a:", "--config", "a:"], "unique"),
     (["--gpu-model", "tpu-v9"], "expected a preset"),
     (["--placement", "p.json"], "--routing-stats"),

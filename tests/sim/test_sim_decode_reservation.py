@@ -36,10 +36,12 @@ def test_clipped_new_tokens():
     assert clipped_new_tokens(100, 150) == 0
 
 
-def _first_token_s(reservation: bool) -> list[float]:
+def _first_token_s(reservation: bool, learnt_headroom: bool = False,
+                   workload: list[TraceRequest] | None = None) -> list[float]:
     """Two 1,000-token prompts with max_tokens 4,096 (the simulator's client cap) on 8,000 KV tokens."""
-    workload = [TraceRequest("a", 0.0, 1000, 300), TraceRequest("b", 0.001, 1000, 300)]
-    engine = EngineConfig(kv_capacity_tokens=8000, prefill_order="policy", decode_reservation=reservation)
+    workload = workload or [TraceRequest("a", 0.0, 1000, 300), TraceRequest("b", 0.001, 1000, 300)]
+    engine = EngineConfig(kv_capacity_tokens=8000, prefill_order="policy", decode_reservation=reservation,
+                          learnt_headroom=learnt_headroom)
     config = ClusterConfig(engines=1, engine=engine, queue_factory=lambda: create_queue("fcfs"))
     result = simulate(workload, config, preset_model("qwen3-30b-a3b-h100"), create_dispatcher("round-robin", 1))
     return [result.engines[0].step_end_s[r.segments[0][0]] for r in result.requests]
@@ -55,6 +57,19 @@ def test_reservation_holds_back_a_request_whose_prompt_fits():
     assert b_res > 10 * b_plain  # after a's 300 tokens
 
 
+def test_learnt_headroom_admits_once_outputs_are_known():
+    """64 short requests (10 output tokens) finish first and teach the headroom a clip of 64 (its
+    floor); then b fits beside a (1,000 + 64 + a's 0.7 x 64, well under 8,000), as without any
+    reservation, while with SGLang's 4,096 clip it waits for a as above."""
+    warm = [TraceRequest(f"w{i}", 0.001 * i, 16, 10) for i in range(64)]
+    late = [TraceRequest("a", 5.0, 1000, 300), TraceRequest("b", 5.001, 1000, 300)]
+    *_, a_stock, b_stock = _first_token_s(True, workload=warm + late)
+    *_, a_learnt, b_learnt = _first_token_s(True, learnt_headroom=True, workload=warm + late)
+    assert b_stock - a_stock > 1.0 and b_learnt - a_learnt < 0.5
+
+
 def test_reservation_needs_sglang_step_forming():
     with pytest.raises(ValueError, match="decode_reservation"):
         EngineConfig(decode_reservation=True)
+    with pytest.raises(ValueError, match="learnt_headroom"):
+        EngineConfig(prefill_order="policy", learnt_headroom=True)

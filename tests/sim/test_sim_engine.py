@@ -48,11 +48,14 @@ def checked_engines(monkeypatch):
     monkeypatch.setattr(SimEngine, "end_step", checked_end)
 
 
-#: step-forming modes: vLLM V1, stock SGLang, SGLang mixed chunk, both with SGLang's decode reservation
+#: step-forming modes: vLLM V1, stock SGLang, SGLang mixed chunk, both with SGLang's decode
+#: reservation, and mixed chunk with the reservation clipped by the learnt headroom
 STEP_MODES = [{"prefill_order": "admission"}, {"prefill_order": "policy"},
               {"prefill_order": "policy", "mixed_chunk": True},
               {"prefill_order": "policy", "mixed_chunk": True, "decode_reservation": True},
-              {"prefill_order": "policy", "decode_reservation": True}]
+              {"prefill_order": "policy", "decode_reservation": True},
+              {"prefill_order": "policy", "mixed_chunk": True, "decode_reservation": True,
+               "learnt_headroom": True}]
 
 
 @st.composite
