@@ -39,6 +39,8 @@ class HrrnQueue(SglangListQueue):
     def on_prefill(self, tokens: int) -> None:
         """Count ``tokens`` uncached prefill tokens the engine computed in one step."""
         self.processed_tokens += tokens
+        if tokens:
+            self._invalidate()
 
     def add(self, request: WaitingRequest, now: float) -> None:
         stamp = self.processed_tokens

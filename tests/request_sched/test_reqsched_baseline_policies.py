@@ -67,7 +67,25 @@ def test_cache_aware_policies_do_not_sort_above_128_waiting(name, head_when_sort
     q.on_prefill(1000)
     assert _ids(q.ordered(0.0))[:3] == ["r000", "r001", "r002"]  # unsorted list: arrival order
     q.pop(0.0)
-    assert len(q) == 128 and q.peek(0.0).request_id == head_when_sorted  # sorted again
+    assert q.peek(0.0).request_id == "r001"  # the same pass: the list's order stands
+    assert len(q) == 128 and q.peek(1.0).request_id == head_when_sorted  # next pass: sorted again
+
+
+@pytest.mark.parametrize("name, next_pass", [("hrrn", ["b", "c"]), ("lpm", ["c", "b"])])
+def test_one_sort_per_pass_taking_the_head_does_not_reorder_the_rest(name, next_pass):
+    """SGLang sorts once per scheduling pass and the prefill adder walks that list. Here b shares
+    a's prefix block, so the in-batch check puts b last while a waits; once a is taken, b stays
+    behind c for the rest of the pass. The next pass sorts again: hrrn breaks the tie of b and c
+    (nothing waited, nothing cached) by request id, lpm's stable sort keeps the list's order."""
+    q = create_queue(name)
+    q.add(_req("a", prompt=512, blocks=[7]), 0.0)
+    q.add(_req("b", prompt=512, blocks=[7]), 0.0)
+    q.add(_req("c", prompt=600), 0.0)
+    first = _ids(q.ordered(0.0))
+    assert first[-1] == "b" and first[0] == "a"
+    q.pop(0.0)
+    assert _ids(q.ordered(0.0)) == first[1:]  # same pass: no re-sort
+    assert _ids(q.ordered(1.0)) == next_pass
 
 
 def test_vllm_sjf_score_matches_the_sigmoid_definition():
