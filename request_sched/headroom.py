@@ -61,7 +61,8 @@ class LearntHeadroom:
         """Record a finished request's output length; returns whether :attr:`tokens` was recomputed."""
         self._recent.append(max(0, int(output_tokens)))
         self._seen += 1
-        if self._seen < self.warmup or self._seen % self.refresh_every and self._seen != self.warmup:
+        due = self._seen == self.warmup or (self._seen > self.warmup and self._seen % self.refresh_every == 0)
+        if not due:
             return False
         ordered = sorted(self._recent)
         index = min(len(ordered) - 1, max(0, math.ceil(len(ordered) * self.quantile) - 1))

@@ -124,28 +124,25 @@ class OutputLengthPredictor:
             self._keys[memo] = keys
         return keys
 
-    def _blended(self, request: WaitingRequest) -> _LevelStats:
-        """Statistics of the request's most specific level, shrunk towards its parents."""
+    def _blended(self, request: WaitingRequest) -> tuple[float, float, float]:
+        """``(mean, mae, mape)`` of the request's most specific level, shrunk towards its parents
+        (``level + k/(n+k) * (parent - level)``, from the prior down to the ``tag|bucket`` level)."""
         k = self.prior_strength
-        blended = _LevelStats(mean=self.prior_output_tokens)
+        mean, mae, mape = self.prior_output_tokens, 0.0, 0.0
         for key in reversed(self.class_levels(request)):
             stats = self._levels.get(key)
             if stats is None or stats.count == 0:
                 continue
-            n = float(stats.count)
-            w, w_parent = n / (n + k), k / (n + k)
-            blended = _LevelStats(
-                count=stats.count,
-                mean=w * stats.mean + w_parent * blended.mean,
-                mae=w * stats.mae + w_parent * blended.mae,
-                mape=w * stats.mape + w_parent * blended.mape,
-            )
-        return blended
+            w = stats.count / (stats.count + k)
+            mean += w * (stats.mean - mean)
+            mae += w * (stats.mae - mae)
+            mape += w * (stats.mape - mape)
+        return mean, mae, mape
 
     def predict_total(self, request: WaitingRequest) -> float:
         """Calibrated total output tokens of ``request``, >= 1 (<= max_new_tokens if capped)."""
-        stats = self._blended(request)
-        estimate = stats.mean + self.beta * stats.mae + self.gamma * stats.mean * stats.mape
+        mean, mae, mape = self._blended(request)
+        estimate = mean + self.beta * mae + self.gamma * mean * mape
         if self.cap_by_max_tokens:
             estimate = min(estimate, float(request.max_new_tokens))
         return max(1.0, estimate)

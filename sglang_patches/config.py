@@ -63,7 +63,7 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -141,9 +141,8 @@ class HeadroomConfig:
     ceiling_tokens: int = 4096
 
     def headroom_options(self) -> dict[str, Any]:
-        """Keyword options of ``LearntHeadroom``."""
-        return {"quantile": self.quantile, "window": self.window, "warmup": self.warmup,
-                "floor_tokens": self.floor_tokens, "ceiling_tokens": self.ceiling_tokens}
+        """Keyword options of ``LearntHeadroom`` (every field but ``enabled``)."""
+        return {key: value for key, value in asdict(self).items() if key != "enabled"}
 
 
 @dataclass(frozen=True)

@@ -66,14 +66,21 @@ def _endpoints(args: argparse.Namespace) -> list[Endpoint]:
     unknown = set(args.priority_lower_first) - set(labels)
     if unknown:
         raise ValueError(f"--priority-lower-first: expected endpoint labels, got {', '.join(sorted(unknown))}")
-    for text in args.pause_idle:
+    if args.baseline is not None and args.baseline not in labels:
+        raise ValueError(f"--baseline: expected one of {', '.join(labels)}, got {args.baseline!r}")
+    return [Endpoint(ep.label, ep.url, priority_lower_first=ep.label in args.priority_lower_first) for ep in endpoints]
+
+
+def _pause_groups(items: list[str], labels: list[str]) -> dict[str, int]:
+    """``--pause-idle LABEL=PGID`` items as endpoint label -> process group id."""
+    groups = {}
+    for text in items:
         label, _, pgid = text.partition("=")
         if label not in labels or not pgid.isdigit():
             raise ValueError(f"--pause-idle: expected LABEL=PGID with an endpoint label and a process "
                              f"group number, got {text!r}")
-    if args.baseline is not None and args.baseline not in labels:
-        raise ValueError(f"--baseline: expected one of {', '.join(labels)}, got {args.baseline!r}")
-    return [Endpoint(ep.label, ep.url, priority_lower_first=ep.label in args.priority_lower_first) for ep in endpoints]
+        groups[label] = int(pgid)
+    return groups
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; see the module docstring for exit codes."""
     _check_numbers(args)
     endpoints = _endpoints(args)
+    pauser = ServerPauser(_pause_groups(args.pause_idle, [ep.label for ep in endpoints]))
     requests = load_workload(workload_spec_from_args(args))
     tokenizer = load_tokenizer(args.tokenizer)
     PromptSynthesizer(tokenizer, args.seed).text(requests[0])  # fail fast on an unsuitable tokenizer
@@ -128,9 +136,6 @@ def run(args: argparse.Namespace) -> int:
     def make_prompts(reqs: list[TraceRequest], seed: int) -> list[str]:
         synth = PromptSynthesizer(tokenizer, seed)
         return [synth.text(req) for req in reqs]
-
-    pauser = ServerPauser({label: int(pgid) for label, _, pgid in
-                           (text.partition("=") for text in args.pause_idle)})
 
     def on_start(endpoint: Endpoint, round_index: int) -> None:
         pauser.activate(endpoint.label)
