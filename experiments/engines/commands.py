@@ -81,13 +81,40 @@ def _vllm(config: ServerConfig, base_env: Mapping[str, str]) -> tuple[list[str],
     return argv, env
 
 
+def _sglang_ranks(args: Sequence[str]) -> int:
+    """Scheduler processes (one per DP x TP rank) that ``args`` start; 1 unless --dp-size/--tp-size say."""
+    ranks = 1
+    for flag_names in (("--dp-size", "--dp"), ("--tp-size", "--tp")):
+        for i, arg in enumerate(args[:-1]):
+            if arg in flag_names:
+                if not args[i + 1].isdigit() or int(args[i + 1]) < 1:
+                    raise EngineError(f"SGLang argument {arg}: expected a positive integer, got {args[i + 1]!r}")
+                ranks *= int(args[i + 1])
+    return ranks
+
+
+def _omp_threads_per_rank(config: ServerConfig) -> int:
+    """OpenMP threads each SGLang rank may use: the cores but one, shared by the ranks (at least 1).
+
+    SGLang 0.5.23 pins each rank's OpenMP threads to its ``SGLANG_CPU_OMP_THREADS_BIND`` cores only
+    on AMX or arm64 CPUs (``sglang.srt.distributed.bootstrap._init_cpu_threads_env``); elsewhere
+    every rank's torch starts one thread per core, and with 2 ranks on 2 cores their spinning
+    OpenMP barriers stall each other (measured here: median TPOT 46-165 ms per round vs 4.6-5.6 ms
+    with one thread per rank, docs/engines.md). One core is left to the HTTP server, tokenizer,
+    detokenizer and DP controller, as vLLM's CPU backend does by default (its automatic binding
+    reserves one core for its front-end process).
+    """
+    return max(1, ((os.cpu_count() or 1) - 1) // _sglang_ranks(config.extra_args))
+
+
 def _sglang(config: ServerConfig, base_env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     argv = [str(venv_dir("sglang") / "bin" / "python"), "-m", "sglang.launch_server",
             "--model-path", str(config.model), "--served-model-name", config.model_name,
             "--device", "cpu", "--host", HOST, "--port", str(config.port),
             "--max-total-tokens", str(config.sglang_max_total_tokens), "--mem-fraction-static", "0.1"]
     pythonpath = os.pathsep.join(p for p in (str(SGL_KERNEL_STANDIN), base_env.get("PYTHONPATH")) if p)
-    env = {"SGLANG_USE_CPU_ENGINE": "1", "PYTHONPATH": pythonpath}
+    env = {"SGLANG_USE_CPU_ENGINE": "1", "PYTHONPATH": pythonpath,
+           "OMP_NUM_THREADS": base_env.get("OMP_NUM_THREADS", str(_omp_threads_per_rank(config)))}
     if not config.sglang_plugins:
         env["SGLANG_PLUGINS"] = NO_SGLANG_PLUGINS
     return argv, env

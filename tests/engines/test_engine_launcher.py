@@ -113,6 +113,21 @@ def test_sglang_command_is_offline_cpu_with_standin_and_no_plugins_by_default() 
     assert "SGLANG_PLUGINS" not in env and env["PYTHONPATH"] == str(SGL_KERNEL_STANDIN)
 
 
+def test_sglang_ranks_share_the_cores_instead_of_each_taking_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    def omp_threads(*args: str, base_env: dict[str, str] | None = None) -> str:
+        return build_command(ServerConfig("sglang", 31000, extra_args=args), base_env=base_env or {})[1]["OMP_NUM_THREADS"]
+    assert omp_threads() == "7"
+    assert omp_threads("--dp-size", "2") == "3"
+    assert omp_threads("--dp", "2", "--tp-size", "2") == "1"
+    assert omp_threads("--dp-size", "16") == "1"
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert omp_threads() == "1"
+    assert omp_threads("--dp-size", "2", base_env={"OMP_NUM_THREADS": "3"}) == "3"
+    with pytest.raises(EngineError, match="--dp-size: expected a positive integer, got 'two'"):
+        omp_threads("--dp-size", "two")
+
+
 def test_vllm_command_keeps_kv_cache_small() -> None:
     argv, env = build_command(ServerConfig("vllm", 8000, vllm_kv_cache_gib=2), base_env={})
     assert argv[1:3] == ["serve", str(ServerConfig("vllm", 8000).model)]
