@@ -118,7 +118,7 @@ def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool,
            f"[request.preemption]\nenabled = true\nsize_ratio = {preemption_ratio!r}\nmax_per_request = 1\n"
            "overdue = true\n\n") +
         f"[dispatch]\nenabled = {'true' if dispatch else 'false'}\npolicy = \"scored\"\n\n[dispatch.options]\n"
-        f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: a CPU step takes seconds\n\n"
+        f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: CPU loop iterations took up to seconds\n\n"
         f"[dp_controller]\nblock_when_idle = {'true' if dp_block_when_idle else 'false'}\n\n"
         "[log]\nfirst_orderings = 10\nsummary_interval_s = 15.0\n"
     )
@@ -230,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opponents", default="stock,vllm", help="comma-separated, from: stock, vllm")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pair (>= 3 for a spread)")
     w = parser.add_argument_group("workload (mixed_workload.MixedWorkload)")
-    w.add_argument("--requests", type=int, default=96)
-    w.add_argument("--rate", type=float, default=6.0, help="offered requests/s (Poisson; 6 overloads stock SGLang DP 2 here: it completes 3.1-4.7 req/s)")
+    w.add_argument("--requests", type=int, default=384)
+    w.add_argument("--rate", type=float, default=48.0,
+                   help="offered requests/s (Poisson; 48 overloads both SGLang DP 2 servers here: at 96 offered "
+                        "they completed 18-25 req/s)")
     w.add_argument("--long-fraction", type=float, default=0.25)
     w.add_argument("--short", default="32,160,4,16", help="prompt_min,prompt_max,output_min,output_max")
     w.add_argument("--long", default="1024,1900,16,48", help="prompt_min,prompt_max,output_min,output_max")
@@ -245,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-s", type=float, default=60.0, help="sjf-aging starvation bound (s)")
     p.add_argument("--aging-rate", type=float, default=3e-5,
                    help="sjf-aging seconds of job size forgiven per second waited; job sizes come from the "
-                        "H100 step-model preset, ~100x below this CPU's step times, so the default 0.003 "
+                        "H100 step-model preset, far below this CPU's step times, so the default 0.003 "
                         "is scaled down 100x (see docs/real_cpu.md)")
     p.add_argument("--request-layer-only", action="store_true",
                    help="patched server: request ordering only; DP dispatch stays SGLang's round robin, as stock")
