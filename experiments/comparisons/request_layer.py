@@ -15,7 +15,8 @@ per step, 160,000 KV tokens), on the same replayed requests:
 - stock SGLang (no mixed chunk: decodes wait for every prefill step): FCFS, hrrn and ours, so
   the gain of the flag alone is visible;
 - vLLM V1 step forming (``prefill_order="admission"``, first-chunk admission): FCFS, vLLM's sjf,
-  and ours (the same policy on vLLM's engine, to separate the policy from the engine);
+  and ours (the same policy on vLLM's engine, to separate the policy from the engine); and vLLM's
+  sjf on the SGLang engine above (policy against policy on one engine);
 - with SGLang's admission headroom learnt from finished outputs (``learnt_headroom``,
   :mod:`request_sched.headroom`, the plugin's ``[headroom]``): ours, the whole request layer
   (ours + token budget + learnt headroom) and FCFS with the learnt headroom (the headroom alone).
@@ -56,6 +57,8 @@ DECODE_WEIGHTS = (0.0, 0.1, 0.2, 0.5, 1.0)
 VLLM = {"prefill_order": "admission", "admit_whole_prompt": False}
 #: suffix of ours on vLLM's engine
 ON_VLLM = "@vllm"
+#: vLLM's sjf policy on the SGLang engine (mixed chunk) that ours runs on
+VLLM_SJF_ON_SGLANG = "vllm-sjf@sglang"
 #: suffix of the rows whose SGLang admission headroom is learnt (request_sched.headroom)
 HEADROOM = "+headroom"
 #: the whole request layer: sjf-aging, the SLO-aware token budget and the learnt headroom
@@ -74,7 +77,8 @@ def stacks(tpot_budget_ms: float, aging_rates: tuple[float, ...], decode_reserva
             Stack(BASELINE + STOCK, **stock), Stack("hrrn" + STOCK, policy="hrrn", **stock),
             Stack(OURS + STOCK, policy="sjf-aging", **stock),
             Stack("vllm-fcfs", **VLLM), Stack("vllm-sjf", policy="vllm-sjf", **VLLM),
-            Stack(OURS + ON_VLLM, policy="sjf-aging", **VLLM)]
+            Stack(OURS + ON_VLLM, policy="sjf-aging", **VLLM),
+            Stack(VLLM_SJF_ON_SGLANG, policy="vllm-sjf", **mixed)]
     if decode_reservation:  # the learnt headroom clips that reservation: ours with it, and FCFS with it
         main += [Stack(OURS + HEADROOM, policy="sjf-aging", learnt_headroom=True, **mixed),
                  Stack(FULL_LAYER, policy="sjf-aging", tpot_budget_ms=tpot_budget_ms,
@@ -116,7 +120,8 @@ def trace_targets(scope: str, runs: dict[str, RunResult], ours_label: str = OURS
 def other_baseline_targets(scope: str, runs: dict[str, RunResult]) -> list[Target]:
     """The issue's FCFS targets against stock SGLang's launch (FCFS, no mixed chunk: what the launch
     command, policy + ``--enable-mixed-chunk``, gains over it), and on vLLM's engine (ours there
-    against vLLM's FCFS and sjf: the policies alone, same engine)."""
+    against vLLM's FCFS and sjf: the policies alone, same engine), and ours and the whole layer
+    against vLLM's sjf policy on ours' own (SGLang) engine."""
     ours, stock = runs[OURS], runs[BASELINE + STOCK]
     on_vllm, vllm_fcfs = runs[OURS + ON_VLLM], runs["vllm-fcfs"]
     return [ratio_target(scope, ours, stock, "ttft_ms.mean", 0.5), ratio_target(scope, ours, stock, "ttft_ms.p99", 1.0),
@@ -124,7 +129,9 @@ def other_baseline_targets(scope: str, runs: dict[str, RunResult]) -> list[Targe
             ratio_target(scope, on_vllm, vllm_fcfs, "ttft_ms.mean", 0.5),
             ratio_target(scope, on_vllm, runs["vllm-sjf"], "ttft_ms.mean", 0.8),
             ratio_target(scope, on_vllm, vllm_fcfs, "ttft_ms.p99", 1.0),
-            ratio_target(scope, on_vllm, vllm_fcfs, "tpot_ms.mean", 1.05)]
+            ratio_target(scope, on_vllm, vllm_fcfs, "tpot_ms.mean", 1.05)] + [
+            ratio_target(scope, runs[label], runs[VLLM_SJF_ON_SGLANG], "ttft_ms.mean", 0.8)
+            for label in (OURS, FULL_LAYER) if label in runs]
 
 
 def sweep_points(runs: dict[str, RunResult], option: str, values: tuple[float, ...]) -> list[dict[str, float]]:
@@ -201,8 +208,8 @@ def run(args: argparse.Namespace) -> int:
         "forming with mixed chunk, as this project launches it)." % (slo.ttft_ms, slo.tpot_ms),
         forming_table([s for s in todo if "=" not in s.label]),
         "## Targets (issue 4)", targets_table(targets),
-        "Against stock SGLang's launch (FCFS without mixed chunk, same offered rate), and ours on "
-        "vLLM's engine against vLLM's policies:", targets_table(vs_other), *sections,
+        "Against stock SGLang's launch (FCFS without mixed chunk, same offered rate), ours on "
+        "vLLM's engine against vLLM's policies, and ours against vLLM's sjf on the same SGLang engine:", targets_table(vs_other), *sections,
         "![ratios](ratios.png)", *[f"![aging sweep {t.name}](aging_sweep_{t.name}.png)" for t in traces],
         *[f"![decode weight sweep {t.name}](decode_weight_sweep_{t.name}.png)" for t in traces]]) + "\n"
     publish(out, all_runs, {"capacities": capacities, "other_capacities": other_capacities,

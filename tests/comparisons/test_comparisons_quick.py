@@ -46,6 +46,8 @@ def test_request_layer_quick(tmp_path, capsys):
     assert len(comparison["targets"]) == 10  # sjf-aging, and the whole layer (+ budget + headroom)
     assert {t["scope"] for t in comparison["targets"]} == {"azure-code"}
     assert sum(request_layer.FULL_LAYER in t["name"] for t in comparison["targets"]) == 5
+    # vLLM's sjf on ours' own engine, against ours and the whole layer
+    assert sum(request_layer.VLLM_SJF_ON_SGLANG in t["name"] for t in comparison["targets_other_baselines"]) == 2
     assert [p["aging_rate"] for p in comparison["aging_sweeps"]["azure-code"]] == list(request_layer.QUICK_AGING_RATES)
     assert "| sjf-aging |" in capsys.readouterr().out
 
