@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
+from experiments.engines.step_log import SHAPE_FIELDS, read_step_lines, write_step_log_config
 from experiments.metrics.host_freezes import FreezeMonitor
 from moesched_base.atomic import atomic_write_json
 from perf_model.batch import BatchShape
@@ -65,8 +66,6 @@ ERROR_BOUND = 0.10
 SCALE_BOUNDS = (0.02, 100.0)
 #: a step more (less) than this many times the baseline's median step marks the load change's onset
 ONSET_FACTOR = 3.0
-SHAPE_FIELDS = ("prefill_tokens", "cached_prefill_tokens", "decode_seqs", "kv_context_tokens",
-                "prefill_attention_pairs")
 
 
 def base_model_from_calibration(path: Path) -> StructuralStepModel:
@@ -75,18 +74,6 @@ def base_model_from_calibration(path: Path) -> StructuralStepModel:
     if "coefficients" not in data:
         raise ValueError(f"{path}: expected a sim_fidelity result with a 'coefficients' entry")
     return StructuralStepModel.from_dict(data["coefficients"], source=str(path))
-
-
-def write_plugin_config(work: Path, model_path: Path, steps_path: Path,
-                        scale_bounds: tuple[float, float]) -> Path:
-    """A moesched config with only ``[refit]`` on (request order and DP dispatch off)."""
-    path = work / "moesched-refit.toml"
-    path.write_text("[request]\nenabled = false\n[dispatch]\nenabled = false\n"
-                    f"[refit]\nenabled = true\nbase_model = {json.dumps(str(model_path))}\n"
-                    f"steps_file = {json.dumps(str(steps_path))}\nlog_interval_steps = 500\n"
-                    f"[refit.options]\nscale_bounds = [{scale_bounds[0]}, {scale_bounds[1]}]\n",
-                    encoding="utf-8")
-    return path
 
 
 def set_autogroup_nice(pid: int, nice: int) -> bool:
@@ -144,11 +131,6 @@ def client_loop(url: str, seed: int, prompt_tokens: int, output_tokens: int,
         except OSError as exc:
             errors.append(str(exc))
             time.sleep(1.0)
-
-
-def read_steps(path: Path) -> list[dict[str, Any]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    return sorted(rows, key=lambda row: row["end_s"])
 
 
 def _shape(row: dict[str, Any]) -> BatchShape:
@@ -347,7 +329,7 @@ def reanalyse(args: argparse.Namespace) -> int:
     """Recompute ``analysis`` of an existing result from its per-step rows (same phase times)."""
     result = json.loads(args.out.read_text(encoding="utf-8"))
     times = result["phase_times_s"]
-    rows = read_steps(args.work_dir / "steps.jsonl")
+    rows = read_step_lines(args.work_dir / "steps.jsonl")
     mark_freezes(rows, [tuple(i) for i in result["host_freezes"].get("intervals_s", [])])
     base = base_model_from_calibration(REPO / result["base_model"]["source"])
     result["analysis"] = analyse(rows, times["t_start"], times["t_on"], times["t_off"], base,
@@ -390,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = save_model(work / "base_model.json", base)
     steps_path = work / "steps.jsonl"
     steps_path.unlink(missing_ok=True)
-    config_path = write_plugin_config(work, model_path, steps_path, SCALE_BOUNDS)
+    config_path = write_step_log_config(work / "moesched-refit.toml", str(model_path), steps_path, SCALE_BOUNDS)
     server_config = ServerConfig(
         "sglang", pick_free_port(), sglang_plugins=True,
         extra_env={"MOESCHED_ENABLE": "1", "MOESCHED_CONFIG": str(config_path),
@@ -426,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
         for client in clients:
             client.join(timeout=120)
-    rows = read_steps(steps_path)
+    rows = read_step_lines(steps_path)
     if not rows:
         raise RuntimeError(f"no timed steps in {steps_path}; see the server log in {work}")
     mark_freezes(rows, freezes.freezes)

@@ -7,11 +7,23 @@
      (one row per point: the mean over repeats and rounds) is a step of B decodes
      over ``B * (P + 64)`` KV tokens (TPOT excludes the first token, so neither the prefill nor
      the per-request overhead is in it). Prefill steps: 6 lone requests with P-token prompts and
-     1 output token; their mean TTFT (over rounds) is one prefill step of P tokens *plus one per-request
+     2 output tokens; their mean TTFT (over rounds) is one prefill step of P tokens *plus one per-request
      overhead* (HTTP, tokenization, IPC, detokenization, streaming), the row's
      ``request_overheads: 1``. The fit separates the two: the overhead is a column of its own, so
      it is not smeared over every step (``perf_model.fit``).
    - replay of the Azure conv trace (clipped to the server's max model length) at each rate.
+   With ``--step-log`` (SGLang), the server runs the moesched plugin with only its step timing
+   on (:mod:`experiments.engines.step_log`; request order and dispatch stay SGLang's own, the
+   hook costs ~0.1 ms per step) and the calibration rows are the scheduler's own timed steps
+   during the sweeps (every decode and prefill step, exact batch shapes); the per-request
+   overhead is measured, not fitted: each lone prefill request's TTFT minus the logged step that
+   prefilled it (mean over points and rounds), kept fixed in the fit. Lone TTFTs alone cannot
+   separate a prefill step from the request's own costs, and on SGLang the step log shows
+   prefill steps ~2-4x longer than that split assumed.
+   With ``--fresh-server`` every sweep and every replay gets a newly started, warmed-up server:
+   one SGLang 0.5.23 CPU server serving the same replay five times in a row took 1.5x longer per
+   decode step by the fifth (its scheduler's own work; not its radix cache, not the client), a
+   drift the simulator's stationary engine does not have.
 3. ``moesched calibrate`` on all rounds' rows (dense structure, ridge searched: the tiny model's 8
    experts are touched by almost every step, so a distinct-experts term is not identifiable).
    Without ``--rates`` the rates are chosen after round 0 from the calibrated simulator: its
@@ -29,7 +41,8 @@
    in ``--work-dir``.
 
 Usage: python experiments/benchmarks/sim_fidelity.py [--engine vllm|sglang] [--rounds 2]
-       [--rates R1,R2,R3 | --load-fractions 0.4,0.9,1.3] [--requests 120] [--reuse]
+       [--rates R1,R2,R3 | --load-fractions 0.4,0.9,1.3] [--requests 120] [--step-log] [--fresh-server]
+       [--reuse]
 """
 
 from __future__ import annotations
@@ -39,13 +52,14 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from engine_dispatch.factory import create_dispatcher
 from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
+from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
 from experiments.metrics.host_freezes import FreezeMonitor, TimeWarp, record_to_wall
 from experiments.metrics.runs import RunResult, load_runs
 from experiments.metrics.summary import summarize
@@ -137,7 +151,9 @@ def sweep(url: str, work: Path, tag: str, decode: list[tuple[int, int]], prefill
         measured[name] = [rep["tpot_ms"]["mean"] for rep in run.repeats if rep["tpot_ms"]["mean"] is not None]
     for p in prefill:
         name = f"prefill_{p}"
-        run = _bench(url, work / f"{tag}_{name}.json", _synthetic(work / f"{name}.spec.json", 6, 1.0, p, 1), reuse,
+        # 2 output tokens: the step after the prefill ends it, so the plugin's step log times it
+        # (a busy period's last step is never timed; with 1 token the prefill would be that step)
+        run = _bench(url, work / f"{tag}_{name}.json", _synthetic(work / f"{name}.spec.json", 6, 1.0, p, 2), reuse,
                      seed=seed)
         measured[name] = [r.ttft_ms for r in run.requests if r.ok and r.ttft_ms is not None]
     return measured
@@ -161,13 +177,55 @@ def calibration_rows(measured: dict[str, list[float]]) -> list[dict[str, Any]]:
     return rows
 
 
-def calibrate(rows: list[dict[str, Any]], work: Path, name: str) -> Path:
-    """Fit the rows with ``moesched calibrate``; returns the coefficients file."""
+def lone_request_overhead_s(points: list[tuple[list[float], list[float]]]) -> float:
+    """Per-request overhead (s) from lone requests: for each sweep point, the mean TTFT minus the
+    mean logged prefill step that served those requests (``(ttfts_s, steps_s)`` per point); the
+    mean over points, at least 0. A direct measurement of what TTFT adds to the engine's step."""
+    if not points or any(not ttfts or not steps for ttfts, steps in points):
+        raise ValueError("step log: expected every prefill sweep point to have TTFTs and logged prefill steps")
+    return max(0.0, statistics.fmean(statistics.fmean(t) - statistics.fmean(st) for t, st in points))
+
+
+def logged_prefill_points(work: Path, rounds: int, prefill: list[int], steps: list[dict[str, Any]]
+                          ) -> list[tuple[list[float], list[float]]]:
+    """``(TTFTs s, logged prefill steps s)`` of each prefill sweep point of each round: the steps
+    that ended during that point's run (the recorder's ``end_s`` and the bench's
+    ``round_start_monotonic_s`` share the monotonic clock)."""
+    points = []
+    for r in range(rounds):
+        for p in prefill:
+            run = load_runs(work / f"r{r}_prefill_{p}.json")[0]
+            start = run.config["round_start_monotonic_s"][0]
+            end = start + run.summary["duration_s"] + 0.5
+            points.append(([q.ttft_ms / 1e3 for q in run.requests if q.ok and q.ttft_ms is not None],
+                           [row["step_s"] for row in steps
+                            if row["prefill_tokens"] > 0 and start <= row["end_s"] <= end]))
+    return points
+
+
+def calibrate(rows: list[dict[str, Any]], work: Path, name: str, request_overhead_s: float | None = None) -> Path:
+    """Fit the rows with ``moesched calibrate`` (the per-request overhead kept at
+    ``request_overhead_s`` when given); returns the coefficients file."""
     steps = work / f"{name}.steps.json"
     steps.write_text(json.dumps(rows))
     coef = work / f"{name}.coef.json"
-    _run(["calibrate", "--steps", str(steps), "--search-ridge", "--name", name, "--out", str(coef)])
+    fix = ["--fix", f"request_overhead_s={request_overhead_s!r}"] if request_overhead_s is not None else []
+    _run(["calibrate", "--steps", str(steps), "--search-ridge", *fix, "--name", name, "--out", str(coef)])
     return coef
+
+
+def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Path | None,
+        windows: list[tuple[float, float]], prefill: list[int]) -> tuple[Path, list[dict[str, Any]], float | None]:
+    """Calibrate from the sweep's rows, or (``steps_path``, the step log) from the steps logged
+    during the sweep ``windows`` with the per-request overhead measured from the lone prefill
+    requests. Returns the coefficients file, the rows fitted and the measured overhead (s) or None."""
+    if steps_path is None:
+        rows = calibration_rows(measured)
+        return calibrate(rows, work, name), rows, None
+    logged = read_step_lines(steps_path)
+    rows = calibration_steps(steps_path, windows)
+    overhead = lone_request_overhead_s(logged_prefill_points(work, len(windows), prefill, logged))
+    return calibrate(rows, work, name, overhead), rows, overhead
 
 
 def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: Path) -> dict[str, Any]:
@@ -291,10 +349,19 @@ def main() -> None:
                         help="decode sweep points BxP (B requests, P-token prompts)")
     parser.add_argument("--prefill-lengths", default="16,512,1024,1792")
     parser.add_argument("--work-dir", default="/tmp/moesched_fidelity")
+    parser.add_argument("--step-log", action="store_true",
+                        help="SGLang: calibrate from the scheduler's own step log during the sweeps (plugin, step "
+                             "timing only), the per-request overhead measured as lone TTFT minus the logged "
+                             "prefill step, instead of TPOT/TTFT-derived rows")
+    parser.add_argument("--fresh-server", action="store_true",
+                        help="start (and warm up) a new server before every sweep and every replay: a SGLang "
+                             "0.5.23 CPU server's steps slow down as it serves (docs/simulator.md)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse bench results already in --work-dir (no server if all exist)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.step_log and args.engine != "sglang":
+        parser.error("--step-log: only SGLang has the moesched plugin's step log; expected --engine sglang")
     work = Path(args.work_dir) / args.engine
     work.mkdir(parents=True, exist_ok=True)
     limits = LIMITS[args.engine]
@@ -309,32 +376,57 @@ def main() -> None:
         json.loads(rates_file.read_text()) if args.reuse and rates_file.exists() else None)
     extra = (("--max-num-seqs", str(args.max_running)) if args.engine == "vllm"
              else ("--max-running-requests", str(args.max_running)))
+    steps_path = work / "steps.jsonl"
+    plugin_env: dict[str, str] = {}
+    if args.step_log:
+        plugin_config = write_step_log_config(work / "moesched-steps.toml", "qwen3-30b-a3b-h100", steps_path)
+        plugin_env = {"MOESCHED_ENABLE": "1", "MOESCHED_CONFIG": str(plugin_config)}
+        if not args.reuse:
+            steps_path.unlink(missing_ok=True)
     config = ServerConfig(args.engine, pick_free_port(), extra_args=extra, max_model_len=MAX_MODEL_LEN,
-                          sglang_max_total_tokens=SGLANG_KV_TOKENS)
+                          sglang_max_total_tokens=SGLANG_KV_TOKENS, sglang_plugins=args.step_log,
+                          extra_env=plugin_env)
+    sweep_windows: list[tuple[float, float]] = []
     measured: dict[str, list[float]] = {}
     real_runs: dict[float, list[RunResult]] = {}
     warps: dict[float, list[TimeWarp]] = {}
     loads: list[float] = []
     started = time.time()
     server: EngineServer | None = None
+
+    def restart() -> str:
+        """Stop the server if one runs, start a fresh one, warm it up; returns its URL."""
+        nonlocal server
+        if server is not None:
+            server.stop()  # the next one gets a new port: the old one may still be held
+        server = EngineServer(replace(config, port=pick_free_port())).start()
+        warm_up(server.base_url, work)
+        return server.base_url
+
     try:
         for r in range(args.rounds):
             names = [f"r{r}_decode_{b}x{p}" for b, p in decode] + [f"r{r}_prefill_{p}" for p in prefill]
             names += [f"r{r}_real_{rate:g}" for rate in rates or []]
             needs_server = rates is None or not (args.reuse and all((work / f"{n}.json").exists() for n in names))
-            if needs_server and server is None:
-                server = EngineServer(config).start()
-                warm_up(server.base_url, work)
+            if needs_server and (server is None or args.fresh_server):
+                restart()
             url = server.base_url if server is not None else "http://unused"
+            window_file = work / f"r{r}_sweep_window.json"
+            window_start = time.time()
             for name, values in sweep(url, work, f"r{r}", decode, prefill, args.reuse, seed=r).items():
                 measured.setdefault(name, []).extend(values)
+            if not (args.reuse and window_file.exists()):
+                atomic_write_json(window_file, [window_start, time.time()])
+            sweep_windows.append(tuple(json.loads(window_file.read_text())))
             if rates is None:
-                coef = calibrate(calibration_rows(measured), work, "round0")
+                coef, _, _ = fit(measured, work, "round0", steps_path if args.step_log else None, sweep_windows, prefill)
                 rates = choose_rates(coef, replay, flags, [float(f) for f in args.load_fractions.split(",")], work)
                 atomic_write_json(rates_file, rates)
             for rate in rates:
-                run, warp = replay_real(url, work / f"r{r}_real_{rate:g}.json", [*replay, "--rate", str(rate)],
-                                        args.reuse, seed=r)
+                out = work / f"r{r}_real_{rate:g}.json"
+                if args.fresh_server and not (args.reuse and out.exists()):
+                    url = restart()
+                run, warp = replay_real(url, out, [*replay, "--rate", str(rate)], args.reuse, seed=r)
                 real_runs.setdefault(rate, []).append(run)
                 warps.setdefault(rate, []).append(warp)
             load_file = work / f"r{r}_load.json"
@@ -344,8 +436,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-    rows = calibration_rows(measured)
-    coef = calibrate(rows, work, f"tiny-qwen3-moe-{args.engine}-cpu")
+    coef, rows, overhead = fit(measured, work, f"tiny-qwen3-moe-{args.engine}-cpu",
+                               steps_path if args.step_log else None, sweep_windows, prefill)
     real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
     engine = limits.engine_config(args.max_running, coef)
     sims = {"sim_as_sent": {rate: simulate_as_sent(coef, real_runs[rate], engine) for rate in rates},
@@ -358,7 +450,10 @@ def main() -> None:
     atomic_write_json(out_path, {
         "benchmark": "sim_fidelity", "engine": args.engine, "max_running": args.max_running,
         "requests": args.requests, "rounds": args.rounds, "rates_rps": rates, "sim_flags": flags,
-        "calibration_rows": rows, "calibration_samples_ms": measured, "coefficients": json.loads(coef.read_text()),
+        "step_log": args.step_log, "fresh_server": args.fresh_server,
+        "calibration_rows": rows if not args.step_log else f"{len(rows)} logged steps (in {steps_path})",
+        "measured_request_overhead_s": overhead, "calibration_samples_ms": measured,
+        "coefficients": json.loads(coef.read_text()),
         "per_round": {f"{rate:g}": [{"summary": run.summary, "stalled_s": sum(delivery_stalls(run)),
                                      "host_frozen_s": warp.frozen_s, "host_freezes": len(warp.freezes)}
                                     for run, warp in zip(runs, warps[rate])] for rate, runs in real_runs.items()},

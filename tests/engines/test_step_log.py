@@ -1,0 +1,55 @@
+"""The step-log helpers: the plugin config they write is valid, and logged steps become fit rows."""
+
+import json
+
+import pytest
+
+from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
+from perf_model.samples_file import sample_from_row
+from sglang_patches.config import load_config
+
+
+def _line(wall_s: float, end_s: float, step_s: float, prefill: int = 0, decode: int = 0) -> str:
+    return json.dumps({"wall_s": wall_s, "end_s": end_s, "pid": 7, "step_s": step_s, "predicted_s": 0.01,
+                       "prefill_tokens": prefill, "cached_prefill_tokens": 0, "decode_seqs": decode,
+                       "kv_context_tokens": prefill + 100 * decode, "prefill_attention_pairs": 0.0,
+                       "scale": 1.0, "mape": 0.1, "drifts": 0, "hook_s": 1e-4})
+
+
+def test_config_turns_on_only_step_timing(tmp_path):
+    steps = tmp_path / "steps.jsonl"
+    path = write_step_log_config(tmp_path / "m.toml", "qwen3-30b-a3b-h100", steps, (0.02, 100.0))
+    config = load_config(path)
+    assert not config.request.enabled and not config.dispatch.enabled
+    assert config.refit.enabled and config.refit.steps_file == str(steps)
+    assert config.refit.refit_options()["scale_bounds"] == (0.02, 100.0)
+    assert load_config(write_step_log_config(tmp_path / "n.toml", "qwen3-30b-a3b-h100", steps)).refit.options == {}
+
+
+def test_only_steps_inside_the_windows_become_fit_rows(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    path.write_text("\n".join([_line(10.5, 3.0, 0.02, prefill=512), _line(9.0, 1.0, 0.005, decode=4),
+                               _line(12.0, 5.0, 0.006, decode=2), _line(20.5, 9.0, 0.007, decode=3)]) + "\n")
+    assert [row["end_s"] for row in read_step_lines(path)] == [1.0, 3.0, 5.0, 9.0]
+    rows = calibration_steps(path, [(10.0, 12.0), (20.0, 21.0)])
+    assert [row["step_s"] for row in rows] == [0.02, 0.006, 0.007]
+    samples = [sample_from_row(row, "row") for row in rows]  # what moesched calibrate accepts
+    assert [s.batch.prefill_tokens for s in samples] == [512, 0, 0]
+    assert [s.batch.decode_seqs for s in samples] == [0, 2, 3]
+
+
+def test_a_broken_line_names_file_and_line(tmp_path):
+    path = tmp_path / "steps.jsonl"
+    path.write_text(_line(1.0, 1.0, 0.01) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"steps.jsonl:2: expected one JSON object per line"):
+        read_step_lines(path)
+
+
+def test_request_overhead_is_lone_ttft_minus_its_logged_prefill_step():
+    from experiments.benchmarks.sim_fidelity import lone_request_overhead_s
+
+    points = [([0.013, 0.015], [0.004, 0.006]), ([0.021], [0.017, 0.019])]  # 9 ms and 3 ms
+    assert lone_request_overhead_s(points) == pytest.approx(0.006)
+    assert lone_request_overhead_s([([0.010], [0.020])]) == 0.0  # never negative
+    with pytest.raises(ValueError, match="every prefill sweep point"):
+        lone_request_overhead_s([([0.010], [])])
