@@ -7,7 +7,7 @@
      (one row per point: the mean over repeats and rounds) is a step of B decodes
      over ``B * (P + 64)`` KV tokens (TPOT excludes the first token, so neither the prefill nor
      the per-request overhead is in it). Prefill steps: 6 lone requests with P-token prompts and
-     2 output tokens; their mean TTFT (over rounds) is one prefill step of P tokens *plus one per-request
+     3 output tokens; their mean TTFT (over rounds) is one prefill step of P tokens *plus one per-request
      overhead* (HTTP, tokenization, IPC, detokenization, streaming), the row's
      ``request_overheads: 1``. The fit separates the two: the overhead is a column of its own, so
      it is not smeared over every step (``perf_model.fit``).
@@ -16,10 +16,13 @@
    on (:mod:`experiments.engines.step_log`; request order and dispatch stay SGLang's own, the
    hook costs ~0.1 ms per step) and the calibration rows are the scheduler's own timed steps
    during the sweeps (every decode and prefill step, exact batch shapes); the per-request
-   overhead is measured, not fitted: each lone prefill request's TTFT minus the logged step that
-   prefilled it (mean over points and rounds), kept fixed in the fit. Lone TTFTs alone cannot
-   separate a prefill step from the request's own costs, and on SGLang the step log shows
-   prefill steps ~2-4x longer than that split assumed.
+   overhead is measured, not fitted: each lone prefill request's TTFT minus the logged steps up
+   to its first token's output (its prefill step and, SGLang's overlap scheduler outputting a
+   batch's tokens after the next batch ran, the step after it; mean over points and rounds),
+   kept fixed in the fit, and the simulator defers every step's output the same way
+   (``EngineConfig.deferred_output``). Lone TTFTs alone cannot separate a prefill step from the
+   request's own costs, and on SGLang the step log shows prefill steps ~2-4x longer than that
+   split assumed.
    With ``--fresh-server`` every sweep and every replay gets a newly started, warmed-up server:
    one SGLang 0.5.23 CPU server serving the same replay five times in a row took 1.5x longer per
    decode step by the fifth (its scheduler's own work; not its radix cache, not the client), a
@@ -87,30 +90,34 @@ class EngineLimits:
     chunk fits. SGLang 0.5.23 CPU: ``chunked_prefill_size`` 4096 (server log), KV pool =
     ``--max-total-tokens``, admits when the whole uncached prompt fits, forms prefill batches in
     policy order and runs them without the decodes (``enable_mixed_chunk`` off): the simulator's
-    ``prefill_order="policy"``.
+    ``prefill_order="policy"``; its overlap scheduler (on by default) outputs a batch's tokens
+    after the next batch has run on a CPU: ``deferred_output``.
     """
 
     max_batched_tokens: int
     kv_capacity_tokens: int
     admit_first_chunk: bool
     prefill_order: str
+    deferred_output: bool = False
 
     def engine_config(self, max_running: int, coef: Path) -> EngineConfig:
         """The simulated engine with these limits and ``coef``'s per-request overhead."""
         return EngineConfig(max_running=max_running, max_batched_tokens=self.max_batched_tokens,
                             kv_capacity_tokens=self.kv_capacity_tokens, admit_whole_prompt=not self.admit_first_chunk,
-                            prefill_order=self.prefill_order, request_overhead=load_request_overhead(coef))
+                            prefill_order=self.prefill_order, deferred_output=self.deferred_output,
+                            request_overhead=load_request_overhead(coef))
 
     def sim_flags(self, max_running: int) -> list[str]:
         flags = ["--max-running", str(max_running), "--max-batched-tokens", str(self.max_batched_tokens),
                  "--kv-capacity-tokens", str(self.kv_capacity_tokens), "--prefill-order", self.prefill_order]
-        return flags + (["--admit-first-chunk"] if self.admit_first_chunk else [])
+        return (flags + (["--admit-first-chunk"] if self.admit_first_chunk else [])
+                + (["--deferred-output"] if self.deferred_output else []))
 
 
 SGLANG_KV_TOKENS = 65536
 #: vLLM V1 step forming vs SGLang 0.5.23's (prefill batches in policy order, no mixed chunk by default)
 LIMITS = {"vllm": EngineLimits(2048, 2_097_152, True, "admission"),
-          "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False, "policy")}
+          "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False, "policy", deferred_output=True)}
 
 
 def _run(argv: list[str]) -> None:
@@ -151,9 +158,9 @@ def sweep(url: str, work: Path, tag: str, decode: list[tuple[int, int]], prefill
         measured[name] = [rep["tpot_ms"]["mean"] for rep in run.repeats if rep["tpot_ms"]["mean"] is not None]
     for p in prefill:
         name = f"prefill_{p}"
-        # 2 output tokens: the step after the prefill ends it, so the plugin's step log times it
-        # (a busy period's last step is never timed; with 1 token the prefill would be that step)
-        run = _bench(url, work / f"{tag}_{name}.json", _synthetic(work / f"{name}.spec.json", 6, 1.0, p, 2), reuse,
+        # 3 output tokens: the plugin's step log times the prefill and the decode step after it
+        # (a busy period's last step is never timed)
+        run = _bench(url, work / f"{tag}_{name}.json", _synthetic(work / f"{name}.spec.json", 6, 1.0, p, 3), reuse,
                      seed=seed)
         measured[name] = [r.ttft_ms for r in run.requests if r.ok and r.ttft_ms is not None]
     return measured
@@ -186,20 +193,24 @@ def lone_request_overhead_s(points: list[tuple[list[float], list[float]]]) -> fl
     return max(0.0, statistics.fmean(statistics.fmean(t) - statistics.fmean(st) for t, st in points))
 
 
-def logged_prefill_points(work: Path, rounds: int, prefill: list[int], steps: list[dict[str, Any]]
-                          ) -> list[tuple[list[float], list[float]]]:
-    """``(TTFTs s, logged prefill steps s)`` of each prefill sweep point of each round: the steps
-    that ended during that point's run (the recorder's ``end_s`` and the bench's
-    ``round_start_monotonic_s`` share the monotonic clock)."""
+def logged_prefill_points(work: Path, rounds: int, prefill: list[int], steps: list[dict[str, Any]],
+                          deferred_output: bool) -> list[tuple[list[float], list[float]]]:
+    """``(TTFTs s, logged first-token times s)`` of each prefill sweep point of each round, from
+    the steps that ended during that point's run (the recorder's ``end_s`` and the bench's
+    ``round_start_monotonic_s`` share the monotonic clock): each lone request's prefill step, plus,
+    with ``deferred_output``, the step logged right after it (its first token is output when that
+    one ends; the sweep's 3 output tokens make it a timed decode step)."""
     points = []
     for r in range(rounds):
         for p in prefill:
             run = load_runs(work / f"r{r}_prefill_{p}.json")[0]
             start = run.config["round_start_monotonic_s"][0]
             end = start + run.summary["duration_s"] + 0.5
-            points.append(([q.ttft_ms / 1e3 for q in run.requests if q.ok and q.ttft_ms is not None],
-                           [row["step_s"] for row in steps
-                            if row["prefill_tokens"] > 0 and start <= row["end_s"] <= end]))
+            inside = [row for row in steps if start <= row["end_s"] <= end]
+            first_token = [row["step_s"] + (inside[i + 1]["step_s"] if deferred_output and i + 1 < len(inside)
+                                            and inside[i + 1]["prefill_tokens"] == 0 else 0.0)
+                           for i, row in enumerate(inside) if row["prefill_tokens"] > 0]
+            points.append(([q.ttft_ms / 1e3 for q in run.requests if q.ok and q.ttft_ms is not None], first_token))
     return points
 
 
@@ -215,7 +226,8 @@ def calibrate(rows: list[dict[str, Any]], work: Path, name: str, request_overhea
 
 
 def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Path | None,
-        windows: list[tuple[float, float]], prefill: list[int]) -> tuple[Path, list[dict[str, Any]], float | None]:
+        windows: list[tuple[float, float]], prefill: list[int], deferred_output: bool = False
+        ) -> tuple[Path, list[dict[str, Any]], float | None]:
     """Calibrate from the sweep's rows, or (``steps_path``, the step log) from the steps logged
     during the sweep ``windows`` with the per-request overhead measured from the lone prefill
     requests. Returns the coefficients file, the rows fitted and the measured overhead (s) or None."""
@@ -224,7 +236,8 @@ def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Pat
         return calibrate(rows, work, name), rows, None
     logged = read_step_lines(steps_path)
     rows = calibration_steps(steps_path, windows)
-    overhead = lone_request_overhead_s(logged_prefill_points(work, len(windows), prefill, logged))
+    overhead = lone_request_overhead_s(logged_prefill_points(work, len(windows), prefill, logged,
+                                                              deferred_output))
     return calibrate(rows, work, name, overhead), rows, overhead
 
 
@@ -364,7 +377,8 @@ def main() -> None:
         parser.error("--step-log: only SGLang has the moesched plugin's step log; expected --engine sglang")
     work = Path(args.work_dir) / args.engine
     work.mkdir(parents=True, exist_ok=True)
-    limits = LIMITS[args.engine]
+    # without the step log, lone TTFT rows fold the deferred step into the per-request overhead
+    limits = replace(LIMITS[args.engine], deferred_output=LIMITS[args.engine].deferred_output and args.step_log)
     flags = limits.sim_flags(args.max_running)
     replay = ["--trace", str(TRACE), "--format", "azure", "--max-requests", str(args.requests),
               "--max-total-tokens", str(MAX_MODEL_LEN)]
@@ -419,7 +433,8 @@ def main() -> None:
                 atomic_write_json(window_file, [window_start, time.time()])
             sweep_windows.append(tuple(json.loads(window_file.read_text())))
             if rates is None:
-                coef, _, _ = fit(measured, work, "round0", steps_path if args.step_log else None, sweep_windows, prefill)
+                coef, _, _ = fit(measured, work, "round0", steps_path if args.step_log else None, sweep_windows, prefill,
+                                 limits.deferred_output)
                 rates = choose_rates(coef, replay, flags, [float(f) for f in args.load_fractions.split(",")], work)
                 atomic_write_json(rates_file, rates)
             for rate in rates:
@@ -437,7 +452,7 @@ def main() -> None:
         if server is not None:
             server.stop()
     coef, rows, overhead = fit(measured, work, f"tiny-qwen3-moe-{args.engine}-cpu",
-                               steps_path if args.step_log else None, sweep_windows, prefill)
+                               steps_path if args.step_log else None, sweep_windows, prefill, limits.deferred_output)
     real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
     engine = limits.engine_config(args.max_running, coef)
     sims = {"sim_as_sent": {rate: simulate_as_sent(coef, real_runs[rate], engine) for rate in rates},

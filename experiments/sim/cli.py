@@ -8,7 +8,7 @@
 Each ``--config LABEL:key=value,...`` is one run on the same workload; keys override the
 command-line defaults: ``policy``, ``dispatch``, ``engines``, ``max_running``,
 ``max_batched_tokens``, ``kv_capacity_tokens``, ``prefix_caching``, ``admit_whole_prompt``,
-``mixed_chunk``, ``decode_reservation`` and ``learnt_headroom`` (true/false), ``prefill_order``
+``mixed_chunk``, ``decode_reservation``, ``learnt_headroom`` and ``deferred_output`` (true/false), ``prefill_order``
 (admission/policy),
 ``load_refresh_s``, ``placement`` (a placement JSON; needs ``--routing-stats``), ``ep_execution``
 (the placement's expert-parallel execution model, see ``--ep-execution``). Without
@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--learnt-headroom", action="store_true",
                    help="with --decode-reservation: clip that headroom at a quantile of the engine's recent "
                         "outputs (the moesched plugin's [request.headroom]) instead of 4,096 tokens")
+    c.add_argument("--deferred-output", action="store_true",
+                   help="a step's tokens are output when the next step ends (SGLang's overlap scheduler on a CPU)")
     c.add_argument("--load-refresh-s", type=float, default=0.0,
                    help="seconds between the dispatcher's load snapshots (0 = always current)")
     c.add_argument("--tpot-slo-budget-ms", type=float,
@@ -133,7 +135,7 @@ def _parse_config(text: str, default: RunSpec) -> RunSpec:
             elif key in ("max_running", "max_batched_tokens", "kv_capacity_tokens"):
                 engine_changes[key] = int(value)
             elif key in ("prefix_caching", "admit_whole_prompt", "mixed_chunk", "decode_reservation",
-                         "learnt_headroom"):
+                         "learnt_headroom", "deferred_output"):
                 engine_changes[key] = _BOOL[value.lower()]
             elif key == "prefill_order":
                 if value not in PREFILL_ORDERS:
@@ -176,7 +178,7 @@ def run_specs(args: argparse.Namespace, model: StepTimeModel) -> list[RunSpec]:
                           admit_whole_prompt=not args.admit_first_chunk, budget=budget,
                           prefill_order=args.prefill_order, mixed_chunk=args.mixed_chunk,
                           decode_reservation=args.decode_reservation,
-                          learnt_headroom=args.learnt_headroom,
+                          learnt_headroom=args.learnt_headroom, deferred_output=args.deferred_output,
                           request_overhead=request_overhead(args))
     default = RunSpec(label=f"{args.policy}+{args.dispatch}", policy=args.policy, dispatch=args.dispatch,
                       engines=args.engines, engine=engine, load_refresh_s=args.load_refresh_s,
@@ -223,7 +225,7 @@ def simulate_spec(spec: RunSpec, requests: list[TraceRequest], model: StepTimeMo
         "prefix_caching": engine.prefix_caching, "admit_whole_prompt": engine.admit_whole_prompt,
         "prefill_order": engine.prefill_order, "mixed_chunk": engine.mixed_chunk,
         "decode_reservation": engine.decode_reservation, "learnt_headroom": engine.learnt_headroom,
-        "load_refresh_s": spec.load_refresh_s, "request_overhead": engine.request_overhead.to_dict(),
+        "deferred_output": engine.deferred_output, "load_refresh_s": spec.load_refresh_s, "request_overhead": engine.request_overhead.to_dict(),
         "tpot_slo_budget_ms": args.tpot_slo_budget_ms, "placement": spec.placement,
         "ep_execution": None if spec.placement is None else spec.ep_execution,
         "moe": None if moe is None else {"imbalance": moe.imbalance, "remote_fraction": moe.remote_fraction},

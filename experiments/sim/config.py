@@ -63,6 +63,12 @@ class EngineConfig:
             quantile of this engine's recent outputs (:class:`request_sched.headroom.LearntHeadroom`,
             what the moesched plugin sets SGLang's ``CLIP_MAX_NEW_TOKENS`` to) instead of SGLang's
             constant 4,096.
+        deferred_output: a step's tokens reach the output only when the step that started right
+            after it ends (at its own end if the engine then idles): SGLang 0.5.23's overlap
+            scheduler (``event_loop_overlap``, on unless ``--disable-overlap-schedule``)
+            processes a batch's results after launching the next batch, and on a CPU, where the
+            launch runs the forward pass synchronously, after that batch has run. Only token
+            times move; admission and finishing stay at step ends.
         request_overhead: per-request latency outside engine steps (HTTP, tokenization, IPC,
             streaming; :mod:`perf_model.request_overhead`): a request enters the waiting queue
             ``enqueue_s`` after it was sent, and every token reaches the client ``response_s``
@@ -80,6 +86,7 @@ class EngineConfig:
     mixed_chunk: bool = False
     decode_reservation: bool = False
     learnt_headroom: bool = False
+    deferred_output: bool = False
     request_overhead: RequestOverhead = field(default_factory=RequestOverhead)
 
     def __post_init__(self) -> None:

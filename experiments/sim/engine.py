@@ -74,8 +74,10 @@ class SimEngine:
     """A continuous-batching engine driven by the cluster's event loop.
 
     Attributes:
-        step_end_s: end time of every completed step (seconds); a request's token times are read
-            from it through :attr:`SimRequest.segments`.
+        step_end_s: end time of every completed step (seconds).
+        step_emit_s: when every completed step's tokens reach the server's output (seconds): its
+            end, or with ``EngineConfig.deferred_output`` the end of the step that started right
+            after it; a request's token times are read from it through :attr:`SimRequest.segments`.
         load: this engine's live load report (updated in place at every step and arrival).
         preemptions: requests preempted on this engine.
         steps_done: completed steps.
@@ -107,6 +109,7 @@ class SimEngine:
         self.decode_steps_done = 0
         self.decode_step_flags = bytearray()
         self.step_end_s: list[float] = []
+        self.step_emit_s: list[float] = []
         self.preemptions = 0
         self.load = EngineLoad(engine_id=engine_id, kv_capacity_tokens=self.capacity)
         self._finish_heap: list[tuple[int, int, int, SimRequest]] = []
@@ -272,7 +275,10 @@ class SimEngine:
         batch = BatchShape(prefill_tokens=prefill_tokens, cached_prefill_tokens=cached_prefill,
                            decode_seqs=decode_seqs, kv_context_tokens=decode_kv + prefill_kv,
                            prefill_attention_pairs=pairs)
-        return self.model.step_seconds(batch, self.moe)
+        duration = self.model.step_seconds(batch, self.moe)
+        if self.config.deferred_output and self.step_end_s and self.step_end_s[-1] == now:
+            self.step_emit_s[-1] = now + duration  # the previous step's output waits for this one
+        return duration
 
     def _make_decode_room(self, now: float) -> bool:
         """Preempt the newest running requests until the decodes' next tokens fit; True if any was."""
@@ -367,6 +373,7 @@ class SimEngine:
         """The scheduled step ends at ``now``: emit first tokens, finish requests."""
         step = self.steps_done
         self.step_end_s.append(now)
+        self.step_emit_s.append(now)
         self.steps_done += 1
         self.decode_step_flags.append(self._step_decodes)
         if self._step_decodes:

@@ -32,7 +32,7 @@ def _decode_steps_before(engine: SimEngine) -> np.ndarray:
 
 def token_times(req: SimRequest, engine: SimEngine) -> np.ndarray:
     """Times (s) of ``req``'s output tokens on ``engine``, [output_tokens]."""
-    ends = np.asarray(engine.step_end_s)
+    ends = np.asarray(engine.step_emit_s)
     decode_steps = np.flatnonzero(np.frombuffer(bytes(engine.decode_step_flags), dtype=np.uint8))
     before = _decode_steps_before(engine)
     parts = []
@@ -53,11 +53,11 @@ def request_record(req: SimRequest, engine: SimEngine | None, label: str,
     if req.failed or engine is None:
         return RequestRecord(output_tokens=0, ttft_ms=None, tpot_ms=None, e2e_ms=None, ok=False,
                              error=req.error, **common)
-    step_end_s = engine.step_end_s
+    step_emit_s = engine.step_emit_s
     first_step = req.segments[0][0]
     last_step = req.segments[-1][1]
-    ttft = (step_end_s[first_step] + response_s - trace.arrival_s) * 1e3
-    e2e = (step_end_s[last_step] + response_s - trace.arrival_s) * 1e3
+    ttft = (step_emit_s[first_step] + response_s - trace.arrival_s) * 1e3
+    e2e = (step_emit_s[last_step] + response_s - trace.arrival_s) * 1e3
     itl: list[float] = []
     if include_itl and trace.output_tokens > 1:
         itl = (np.diff(token_times(req, engine)) * 1e3).tolist()
@@ -77,13 +77,13 @@ def pooled_itl_stats(result: SimResult) -> dict[str, float | None]:
     """
     befores = [_decode_steps_before(e) for e in result.engines]
     counts = [np.zeros(int(b[-1]) + 1, dtype=np.int64) for b in befores]
-    decode_ends = [np.asarray(e.step_end_s)[np.flatnonzero(np.frombuffer(bytes(e.decode_step_flags), dtype=np.uint8))]
+    decode_ends = [np.asarray(e.step_emit_s)[np.flatnonzero(np.frombuffer(bytes(e.decode_step_flags), dtype=np.uint8))]
                    for e in result.engines]
     extra: list[float] = []
     for req in result.requests:
         if not req.finished:
             continue
-        ends = result.engines[req.engine_id].step_end_s
+        ends = result.engines[req.engine_id].step_emit_s
         before = befores[req.engine_id]
         spans = counts[req.engine_id]
         previous_end = -1
