@@ -5,6 +5,8 @@
    dispatch stay SGLang's), warm it up.
 2. Replay the first ``--requests`` Azure conv requests at ``--rate`` ``--replays`` times in a row
    (new prompt content each time, same lengths and arrival times), each with ``moesched bench``.
+   With ``--flush-cache`` SGLang's ``/flush_cache`` runs before each replay: it resets the radix
+   cache and the KV token-slot allocator (``token_to_kv_pool_allocator.clear()``).
 3. Per replay: mean TTFT and TPOT, and the scheduler's logged decode steps against a fixed step
    model (``--coef``, e.g. the one ``sim_fidelity.py --step-log`` calibrated): predicted / measured
    decode time. A stationary engine keeps the ratio flat; a drifting one moves it.
@@ -12,7 +14,7 @@
 
 Usage (from the repository root; ~3.5 min here):
     flock /work/locks/realengine .venv/bin/python experiments/benchmarks/engine_drift.py \\
-        --coef results/sim_fidelity/sglang_fresh_step_log.json [--extra-args=--disable-radix-cache]
+        --coef results/sim_fidelity/sglang_fresh_step_log.json [--extra-args=--disable-radix-cache] [--flush-cache]
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 import shlex
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,16 @@ def decode_ratio(run: RunResult, steps: list[dict[str, Any]], model: StructuralS
             "predicted_over_measured": predicted / measured if measured else float("nan")}
 
 
+def flush_cache(base_url: str) -> None:
+    """SGLang's ``POST /flush_cache`` (refused while requests run, so after a short pause)."""
+    time.sleep(1.0)
+    request = urllib.request.Request(f"{base_url}/flush_cache", method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = response.read().decode(errors="replace")
+    if "Cache flushed" not in body:
+        raise RuntimeError(f"{base_url}/flush_cache: expected 'Cache flushed', got {body[:80]!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coef", type=Path, required=True, help="step model: coefficients or sim_fidelity JSON")
@@ -63,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=120)
     parser.add_argument("--rate", type=float, default=5.65, help="req/s (near saturation for this server here)")
     parser.add_argument("--extra-args", default="", help="more SGLang flags, e.g. --disable-radix-cache")
+    parser.add_argument("--flush-cache", action="store_true", help="POST /flush_cache before every replay")
     parser.add_argument("--out", type=Path, default=Path("results/engine_drift.json"))
     args = parser.parse_args(argv)
     if args.replays < 2 or args.requests < 1 or args.rate <= 0:
@@ -83,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_up(server.base_url, work)
         for i in range(args.replays):
             out = work / f"replay_{i}.json"
+            if args.flush_cache:
+                flush_cache(server.base_url)
             code = moesched(["bench", "--trace", str(TRACE), "--format", "azure", "--max-requests", str(args.requests),
                              "--max-total-tokens", "2048", "--rate", str(args.rate), "--seed", str(i),
                              "--endpoint", f"real={server.base_url}", "--tokenizer", str(MODEL),
@@ -101,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['predicted_over_measured']:>13.2f}")
     atomic_write_json(args.out, {"benchmark": "engine_drift", "coef": str(args.coef), "rate_rps": args.rate,
                                  "requests": args.requests, "extra_args": args.extra_args,
+                                 "flush_cache": args.flush_cache,
                                  "server": " ".join(extra), "steps_file": str(steps_path), "replays": rows})
     print(f"wrote {args.out} (steps in {steps_path})")
     return 0

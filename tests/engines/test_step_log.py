@@ -1,10 +1,15 @@
-"""The step-log helpers: the plugin config they write is valid, and logged steps become fit rows."""
+"""The step-log helpers and the benchmarks that read step logs (sim_fidelity --step-log, engine_drift)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from experiments.benchmarks.engine_drift import decode_ratio, step_model
+from experiments.benchmarks.sim_fidelity import lone_request_overhead_s
 from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
+from experiments.metrics.runs import RunResult
+from perf_model.batch import BatchShape
 from perf_model.samples_file import sample_from_row
 from sglang_patches.config import load_config
 
@@ -46,10 +51,20 @@ def test_a_broken_line_names_file_and_line(tmp_path):
 
 
 def test_request_overhead_is_lone_ttft_minus_its_logged_prefill_step():
-    from experiments.benchmarks.sim_fidelity import lone_request_overhead_s
-
     points = [([0.013, 0.015], [0.004, 0.006]), ([0.021], [0.017, 0.019])]  # 9 ms and 3 ms
     assert lone_request_overhead_s(points) == pytest.approx(0.006)
     assert lone_request_overhead_s([([0.010], [0.020])]) == 0.0  # never negative
     with pytest.raises(ValueError, match="every prefill sweep point"):
         lone_request_overhead_s([([0.010], [])])
+
+
+def test_drift_compares_only_the_replays_decode_steps_with_the_model():
+    fidelity = Path(__file__).parents[2] / "results/sim_fidelity/sglang_fresh_step_log.json"
+    model = step_model(fidelity)  # a sim_fidelity result: the coefficients file inside it
+    steps = [json.loads(_line(0.0, t, 0.010, decode=4)) for t in (10.2, 10.4, 10.6)]
+    steps += [json.loads(_line(0.0, 10.5, 0.030, prefill=512)), json.loads(_line(0.0, 99.0, 0.010, decode=4))]
+    run = RunResult("real", {"round_start_monotonic_s": [10.0]}, {"duration_s": 1.0}, [])
+    ratio = decode_ratio(run, steps, model)
+    assert ratio["decode_steps"] == 3 and ratio["measured_s"] == pytest.approx(0.030)
+    one = model.step_seconds(BatchShape(decode_seqs=4, kv_context_tokens=400))
+    assert ratio["predicted_over_measured"] == pytest.approx(3 * one / 0.030)
