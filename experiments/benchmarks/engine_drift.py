@@ -20,7 +20,6 @@ Usage (from the repository root; ~3.5 min here):
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import tempfile
@@ -29,23 +28,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from experiments.benchmarks.sim_fidelity import MODEL, SGLANG_KV_TOKENS, TRACE, warm_up
+from experiments.benchmarks.sim_fidelity import MODEL, SGLANG_KV_TOKENS, TRACE, calibrated_model, warm_up
 from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.engines.step_log import SHAPE_FIELDS, read_step_lines, write_step_log_config
+from experiments.engines.step_log import read_step_lines, shape_fields, write_step_log_config
 from experiments.metrics.runs import RunResult, load_runs
 from moesched_base.atomic import atomic_write_json
 from perf_model.batch import BatchShape
-from perf_model.model_file import load_model
 from perf_model.structural import StructuralStepModel
-
-
-def step_model(path: Path) -> StructuralStepModel:
-    """A coefficient file, or the ``coefficients`` entry of a ``sim_fidelity`` result."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if "coefficients" in data and "structure" not in data:
-        return StructuralStepModel.from_dict(data["coefficients"], source=str(path))
-    return load_model(path)
 
 
 def decode_ratio(run: RunResult, steps: list[dict[str, Any]], model: StructuralStepModel) -> dict[str, float]:
@@ -55,7 +45,7 @@ def decode_ratio(run: RunResult, steps: list[dict[str, Any]], model: StructuralS
     end = start + run.summary["duration_s"] + 0.5
     decode = [row for row in steps if row["prefill_tokens"] == 0 and start <= row["end_s"] <= end]
     measured = sum(row["step_s"] for row in decode)
-    predicted = sum(model.step_seconds(BatchShape(**{k: row[k] for k in SHAPE_FIELDS})) for row in decode)
+    predicted = sum(model.step_seconds(BatchShape(**shape_fields(row))) for row in decode)
     return {"decode_steps": len(decode), "measured_s": measured, "predicted_s": predicted,
             "predicted_over_measured": predicted / measured if measured else float("nan")}
 
@@ -83,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.replays < 2 or args.requests < 1 or args.rate <= 0:
         parser.error("expected --replays >= 2, --requests >= 1 and --rate > 0")
     try:
-        model = step_model(args.coef)
+        model = calibrated_model(args.coef)
     except (OSError, ValueError, KeyError) as exc:
         parser.error(f"--coef {args.coef}: expected a coefficients or sim_fidelity JSON file ({exc})")
     work = Path(tempfile.mkdtemp(prefix="moesched_drift_"))

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.engines.step_log import SHAPE_FIELDS, read_step_lines, write_step_log_config
+from experiments.benchmarks.sim_fidelity import calibrated_model
+from experiments.engines.step_log import read_step_lines, shape_fields, write_step_log_config
 from experiments.metrics.host_freezes import FreezeMonitor
 from moesched_base.atomic import atomic_write_json
 from perf_model.batch import BatchShape
@@ -66,14 +67,6 @@ ERROR_BOUND = 0.10
 SCALE_BOUNDS = (0.02, 100.0)
 #: a step more (less) than this many times the baseline's median step marks the load change's onset
 ONSET_FACTOR = 3.0
-
-
-def base_model_from_calibration(path: Path) -> StructuralStepModel:
-    """The step model ``sim_fidelity.py --engine sglang`` calibrated (its ``coefficients`` entry)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if "coefficients" not in data:
-        raise ValueError(f"{path}: expected a sim_fidelity result with a 'coefficients' entry")
-    return StructuralStepModel.from_dict(data["coefficients"], source=str(path))
 
 
 def set_autogroup_nice(pid: int, nice: int) -> bool:
@@ -133,10 +126,6 @@ def client_loop(url: str, seed: int, prompt_tokens: int, output_tokens: int,
             time.sleep(1.0)
 
 
-def _shape(row: dict[str, Any]) -> BatchShape:
-    return BatchShape(**{name: row[name] for name in SHAPE_FIELDS})
-
-
 def step_error(predicted: float, measured: float) -> float:
     """Relative error of one prediction: ``|predicted - measured| / measured``."""
     return abs(predicted - measured) / measured
@@ -181,7 +170,7 @@ def phase_stats(rows: list[dict[str, Any]], base: StructuralStepModel, window: i
     if not rows:
         return {"steps": 0}
     for row in rows:
-        row["base_s"] = base.step_seconds(_shape(row))
+        row["base_s"] = base.step_seconds(BatchShape(**shape_fields(row)))
     clean = [r for r in rows if not r["host_freeze"]]
     blocks = _blocks(rows, window)
     online_blocks = [block_error(b) for b in blocks]
@@ -234,7 +223,7 @@ def model_cost_us(rows: list[dict[str, Any]], base: StructuralStepModel) -> dict
     model = OnlineStepModel(base, OnlineRefitConfig(scale_bounds=SCALE_BOUNDS))
     costs = []
     for row in rows:
-        shape = _shape(row)
+        shape = BatchShape(**shape_fields(row))
         start = time.perf_counter()
         model.step_seconds(shape)
         model.observe(shape, row["step_s"])
@@ -331,7 +320,7 @@ def reanalyse(args: argparse.Namespace) -> int:
     times = result["phase_times_s"]
     rows = read_step_lines(args.work_dir / "steps.jsonl")
     mark_freezes(rows, [tuple(i) for i in result["host_freezes"].get("intervals_s", [])])
-    base = base_model_from_calibration(REPO / result["base_model"]["source"])
+    base = calibrated_model(REPO / result["base_model"]["source"])
     result["analysis"] = analyse(rows, times["t_start"], times["t_on"], times["t_off"], base,
                                  result["phases_s"]["warmup_not_scored"], result["window_steps"])
     atomic_write_json(args.out, result)
@@ -368,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    base = base_model_from_calibration(args.calibration)
+    base = calibrated_model(args.calibration)
     model_path = save_model(work / "base_model.json", base)
     steps_path = work / "steps.jsonl"
     steps_path.unlink(missing_ok=True)

@@ -72,6 +72,7 @@ from experiments.sim.results import run_result
 from experiments.workloads.types import TraceRequest
 from moesched_base.atomic import atomic_write_json
 from perf_model.model_file import load_model, load_request_overhead
+from perf_model.structural import StructuralStepModel
 from request_sched.policies import create_queue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,10 +185,20 @@ def calibration_rows(measured: dict[str, list[float]]) -> list[dict[str, Any]]:
     return rows
 
 
+def calibrated_model(path: Path) -> StructuralStepModel:
+    """The step model of a coefficients file, or of a result this script wrote (its
+    ``coefficients`` entry). Raises ValueError (bad content) or OSError (unreadable)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "coefficients" in data and "structure" not in data:
+        return StructuralStepModel.from_dict(data["coefficients"], source=str(path))
+    return load_model(path)
+
+
 def lone_request_overhead_s(points: list[tuple[list[float], list[float]]]) -> float:
     """Per-request overhead (s) from lone requests: for each sweep point, the mean TTFT minus the
-    mean logged prefill step that served those requests (``(ttfts_s, steps_s)`` per point); the
-    mean over points, at least 0. A direct measurement of what TTFT adds to the engine's step."""
+    mean logged time up to those requests' first-token output (``(ttfts_s, first_token_s)`` per
+    point, :func:`logged_prefill_points`); the mean over points, at least 0. A direct measurement of
+    what TTFT adds to the engine's steps."""
     if not points or any(not ttfts or not steps for ttfts, steps in points):
         raise ValueError("step log: expected every prefill sweep point to have TTFTs and logged prefill steps")
     return max(0.0, statistics.fmean(statistics.fmean(t) - statistics.fmean(st) for t, st in points))
@@ -235,7 +246,7 @@ def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Pat
         rows = calibration_rows(measured)
         return calibrate(rows, work, name), rows, None
     logged = read_step_lines(steps_path)
-    rows = calibration_steps(steps_path, windows)
+    rows = calibration_steps(logged, windows)
     overhead = lone_request_overhead_s(logged_prefill_points(work, len(windows), prefill, logged,
                                                               deferred_output))
     return calibrate(rows, work, name, overhead), rows, overhead
@@ -426,11 +437,11 @@ def main() -> None:
                 restart()
             url = server.base_url if server is not None else "http://unused"
             window_file = work / f"r{r}_sweep_window.json"
-            window_start = time.time()
+            window_start = time.monotonic()
             for name, values in sweep(url, work, f"r{r}", decode, prefill, args.reuse, seed=r).items():
                 measured.setdefault(name, []).extend(values)
             if not (args.reuse and window_file.exists()):
-                atomic_write_json(window_file, [window_start, time.time()])
+                atomic_write_json(window_file, [window_start, time.monotonic()])
             sweep_windows.append(tuple(json.loads(window_file.read_text())))
             if rates is None:
                 coef, _, _ = fit(measured, work, "round0", steps_path if args.step_log else None, sweep_windows, prefill,

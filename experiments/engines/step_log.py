@@ -3,8 +3,9 @@
 The moesched plugin, with only its ``[refit]`` hook on (request order and DP dispatch stay
 SGLang's own), appends one JSON line per timed scheduler step (``sglang_patches.hooks.step_timing``:
 ``wall_s``/``end_s`` at the step's end, ``step_s``, the batch shape). This module writes that
-config and reads the lines back, optionally only the steps that ended inside given wall-clock
-windows, as rows ``moesched calibrate`` fits (:mod:`perf_model.samples_file`).
+config and reads the lines back, and picks the steps that ended inside given windows (of the
+monotonic clock, which the recorder's ``end_s`` and ``time.monotonic`` share) as rows
+``moesched calibrate`` fits (:mod:`perf_model.samples_file`).
 
 Standard library only, like the rest of :mod:`experiments.engines`.
 """
@@ -46,9 +47,13 @@ def read_step_lines(path: Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: row["end_s"])
 
 
-def calibration_steps(path: Path, windows: Sequence[tuple[float, float]]) -> list[dict[str, Any]]:
-    """The steps of ``path`` that ended inside one of ``windows`` (``time.time`` seconds, start
-    and end) as ``moesched calibrate`` rows: ``step_s`` and the shape fields."""
-    return [{"step_s": row["step_s"], **{name: row[name] for name in SHAPE_FIELDS}}
-            for row in read_step_lines(path)
-            if any(start <= row["wall_s"] <= end for start, end in windows)]
+def shape_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The batch-shape fields of a step line (``BatchShape(**shape_fields(row))``)."""
+    return {name: row[name] for name in SHAPE_FIELDS}
+
+
+def calibration_steps(rows: Sequence[dict[str, Any]], windows: Sequence[tuple[float, float]]) -> list[dict[str, Any]]:
+    """The step lines that ended inside one of ``windows`` (monotonic seconds, start and end) as
+    ``moesched calibrate`` rows: ``step_s`` and the shape fields."""
+    return [{"step_s": row["step_s"], **shape_fields(row)}
+            for row in rows if any(start <= row["end_s"] <= end for start, end in windows)]

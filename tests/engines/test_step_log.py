@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.benchmarks.engine_drift import decode_ratio, step_model
-from experiments.benchmarks.sim_fidelity import lone_request_overhead_s
+from experiments.benchmarks.engine_drift import decode_ratio
+from experiments.benchmarks.sim_fidelity import calibrated_model, lone_request_overhead_s
 from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
 from experiments.metrics.runs import RunResult
 from perf_model.batch import BatchShape
@@ -36,7 +36,7 @@ def test_only_steps_inside_the_windows_become_fit_rows(tmp_path):
     path.write_text("\n".join([_line(10.5, 3.0, 0.02, prefill=512), _line(9.0, 1.0, 0.005, decode=4),
                                _line(12.0, 5.0, 0.006, decode=2), _line(20.5, 9.0, 0.007, decode=3)]) + "\n")
     assert [row["end_s"] for row in read_step_lines(path)] == [1.0, 3.0, 5.0, 9.0]
-    rows = calibration_steps(path, [(10.0, 12.0), (20.0, 21.0)])
+    rows = calibration_steps(read_step_lines(path), [(2.0, 5.0), (8.0, 9.5)])
     assert [row["step_s"] for row in rows] == [0.02, 0.006, 0.007]
     samples = [sample_from_row(row, "row") for row in rows]  # what moesched calibrate accepts
     assert [s.batch.prefill_tokens for s in samples] == [512, 0, 0]
@@ -60,7 +60,7 @@ def test_request_overhead_is_lone_ttft_minus_its_logged_prefill_step():
 
 def test_drift_compares_only_the_replays_decode_steps_with_the_model():
     fidelity = Path(__file__).parents[2] / "results/sim_fidelity/sglang_fresh_step_log.json"
-    model = step_model(fidelity)  # a sim_fidelity result: the coefficients file inside it
+    model = calibrated_model(fidelity)  # a sim_fidelity result: the coefficients file inside it
     steps = [json.loads(_line(0.0, t, 0.010, decode=4)) for t in (10.2, 10.4, 10.6)]
     steps += [json.loads(_line(0.0, 10.5, 0.030, prefill=512)), json.loads(_line(0.0, 99.0, 0.010, decode=4))]
     run = RunResult("real", {"round_start_monotonic_s": [10.0]}, {"duration_s": 1.0}, [])
