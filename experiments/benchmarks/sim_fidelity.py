@@ -24,9 +24,9 @@
    request's own costs, and on SGLang the step log shows prefill steps ~2-4x longer than that
    split assumed.
    With ``--fresh-server`` every sweep and every replay gets a newly started, warmed-up server:
-   one SGLang 0.5.23 CPU server serving the same replay five times in a row took 1.5x longer per
-   decode step by the fifth (its scheduler's own work; not its radix cache, not the client), a
-   drift the simulator's stationary engine does not have.
+   one SGLang 0.5.23 CPU server serving the same replay five times in a row took 1.4-1.5x longer
+   per decode step by the fifth (``engine_drift.py``: its decode attention's KV gathers grow; not
+   its radix cache, not the client), a drift the simulator's stationary engine does not have.
 3. ``moesched calibrate`` on all rounds' rows (dense structure, ridge searched: the tiny model's 8
    experts are touched by almost every step, so a distinct-experts term is not identifiable).
    Without ``--rates`` the rates are chosen after round 0 from the calibrated simulator: its
