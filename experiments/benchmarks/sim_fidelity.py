@@ -29,6 +29,11 @@
    its radix cache, not the client), a drift the simulator's stationary engine does not have.
 3. ``moesched calibrate`` on all rounds' rows (dense structure, ridge searched: the tiny model's 8
    experts are touched by almost every step, so a distinct-experts term is not identifiable).
+   With ``--fit-on held-out-replays`` (needs ``--step-log`` and >= 2 rounds) each round is
+   predicted by a model fitted on the steps the scheduler logged while serving the *other* rounds'
+   replays (the per-request overhead still measured from the sweep's lone requests): calibrated
+   on the engine serving this kind of traffic, never on the replay it predicts. The sweep's steps
+   (uniform batches of a fresh server) under-predict the replays' by 7-12% at load.
    Without ``--rates`` the rates are chosen after round 0 from the calibrated simulator: its
    throughput with every request queued at once (the service rate) times ``--load-fractions``.
 4. Simulate with the calibrated model (per-request overhead included) and the server's limits
@@ -45,7 +50,7 @@
 
 Usage: python experiments/benchmarks/sim_fidelity.py [--engine vllm|sglang] [--rounds 2]
        [--rates R1,R2,R3 | --load-fractions 0.4,0.9,1.3] [--requests 120] [--step-log] [--fresh-server]
-       [--reuse]
+       [--fit-on sweep|held-out-replays] [--reuse]
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from engine_dispatch.factory import create_dispatcher
@@ -204,6 +210,13 @@ def lone_request_overhead_s(points: list[tuple[list[float], list[float]]]) -> fl
     return max(0.0, statistics.fmean(statistics.fmean(t) - statistics.fmean(st) for t, st in points))
 
 
+def run_window(run: RunResult, tail_s: float = 0.5) -> tuple[float, float]:
+    """Monotonic-clock seconds (start, end + ``tail_s``) of a bench run: the steps it caused end
+    inside (the bench's ``round_start_monotonic_s`` and the step log share the clock)."""
+    start = run.config["round_start_monotonic_s"][0]
+    return start, start + run.summary["duration_s"] + tail_s
+
+
 def logged_prefill_points(work: Path, rounds: int, prefill: list[int], steps: list[dict[str, Any]],
                           deferred_output: bool) -> list[tuple[list[float], list[float]]]:
     """``(TTFTs s, logged first-token times s)`` of each prefill sweep point of each round, from
@@ -215,8 +228,7 @@ def logged_prefill_points(work: Path, rounds: int, prefill: list[int], steps: li
     for r in range(rounds):
         for p in prefill:
             run = load_runs(work / f"r{r}_prefill_{p}.json")[0]
-            start = run.config["round_start_monotonic_s"][0]
-            end = start + run.summary["duration_s"] + 0.5
+            start, end = run_window(run)
             inside = [row for row in steps if start <= row["end_s"] <= end]
             first_token = [row["step_s"] + (inside[i + 1]["step_s"] if deferred_output and i + 1 < len(inside)
                                             and inside[i + 1]["prefill_tokens"] == 0 else 0.0)
@@ -252,11 +264,25 @@ def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Pat
     return calibrate(rows, work, name, overhead), rows, overhead
 
 
-def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: Path) -> dict[str, Any]:
-    """Summary of ``moesched simulate`` of the replay at ``rate`` on one engine."""
+def held_out_fits(steps_path: Path, rounds: dict[float, list[RunResult]], work: Path, name: str,
+                  request_overhead_s: float) -> list[Path]:
+    """One coefficients file per round: fitted on the steps logged during every *other* round's
+    replays (``rounds``: rate -> runs in round order), the per-request overhead kept fixed."""
+    logged = read_step_lines(steps_path)
+    count = len(next(iter(rounds.values())))
+    if count < 2:
+        raise ValueError("--fit-on held-out-replays: expected >= 2 rounds")
+    return [calibrate(calibration_steps(logged, [run_window(runs[other]) for runs in rounds.values()
+                                                 for other in range(count) if other != held]),
+                      work, f"{name}-held-out-r{held}", request_overhead_s)
+            for held in range(count)]
+
+
+def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: Path) -> RunResult:
+    """``moesched simulate`` of the replay at ``rate`` on one engine."""
     _run(["simulate", *replay, "--rate", str(rate), "--gpu-model", str(coef), "--engines", "1", *flags,
           "--out", str(out)])
-    return load_runs(out)[0].summary
+    return load_runs(out)[0]
 
 
 def replay_real(url: str, out: Path, workload: list[str], reuse: bool, seed: int) -> tuple[RunResult, TimeWarp]:
@@ -272,16 +298,17 @@ def replay_real(url: str, out: Path, workload: list[str], reuse: bool, seed: int
     return run, TimeWarp(monitor.freezes)
 
 
-def simulate_as_sent(coef: Path, runs: list[RunResult], engine: EngineConfig,
+def simulate_as_sent(coefs: Sequence[Path], runs: list[RunResult], engines: Sequence[EngineConfig],
                      warps: list[TimeWarp] | None = None) -> dict[str, Any]:
-    """Simulate each measured round with the send times the client actually achieved (its
-    ``start_s``: on a loaded machine the client sent some requests up to ~1.5 s late) and pool the
-    simulated records like the measured ones. With ``warps`` (one per round), the round is
-    simulated in running time (its host freezes removed) and the records mapped back to wall time:
-    the engine model on a machine that froze when this one did."""
-    model = load_model(coef)
+    """Simulate each measured round (``runs[i]`` with ``coefs[i]`` on ``engines[i]``) with the send
+    times the client actually achieved (its ``start_s``: on a loaded machine the client sent some
+    requests up to ~1.5 s late) and pool the simulated records like the measured ones. With
+    ``warps`` (one per round), the round is simulated in running time (its host freezes removed)
+    and the records mapped back to wall time: the engine model on a machine that froze when this
+    one did."""
     simulated = []
     for i, run in enumerate(runs):
+        model, engine = load_model(coefs[i]), engines[i]
         warp = warps[i] if warps is not None else TimeWarp([])
         origin = run.config.get("round_start_monotonic_s", [0.0])[0]
         sent = sorted(run.requests, key=lambda r: (r.start_s, r.request_id))
@@ -324,7 +351,7 @@ def pooled_summary(runs: list[RunResult]) -> dict[str, Any]:
 def choose_rates(coef: Path, replay: list[str], flags: list[str], fractions: list[float], work: Path) -> list[float]:
     """Rates = simulated service rate (every request queued at once) times ``fractions``."""
     saturated = simulate(coef, replay, 1000.0, flags, work / "capacity.sim.json")
-    service = saturated["request_throughput"]
+    service = saturated.summary["request_throughput"]
     print(f"simulated service rate {service:.2f} req/s")
     return [round(service * f, 2) for f in fractions]
 
@@ -380,12 +407,17 @@ def main() -> None:
     parser.add_argument("--fresh-server", action="store_true",
                         help="start (and warm up) a new server before every sweep and every replay: a SGLang "
                              "0.5.23 CPU server's steps slow down as it serves (docs/simulator.md)")
+    parser.add_argument("--fit-on", choices=("sweep", "held-out-replays"), default="sweep",
+                        help="calibrate on the sweep's steps, or predict each round with a model fitted on the "
+                             "steps logged during the other rounds' replays (needs --step-log, >= 2 rounds)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse bench results already in --work-dir (no server if all exist)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.step_log and args.engine != "sglang":
         parser.error("--step-log: only SGLang has the moesched plugin's step log; expected --engine sglang")
+    if args.fit_on == "held-out-replays" and (not args.step_log or args.rounds < 2):
+        parser.error("--fit-on held-out-replays: expected --step-log and --rounds >= 2")
     work = Path(args.work_dir) / args.engine
     work.mkdir(parents=True, exist_ok=True)
     # without the step log, lone TTFT rows fold the deferred step into the per-request overhead
@@ -465,18 +497,23 @@ def main() -> None:
     coef, rows, overhead = fit(measured, work, f"tiny-qwen3-moe-{args.engine}-cpu",
                                steps_path if args.step_log else None, sweep_windows, prefill, limits.deferred_output)
     real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
-    engine = limits.engine_config(args.max_running, coef)
-    sims = {"sim_as_sent": {rate: simulate_as_sent(coef, real_runs[rate], engine) for rate in rates},
-            "sim_as_sent_with_freezes": {rate: simulate_as_sent(coef, real_runs[rate], engine, warps[rate])
+    coefs = ([coef] * args.rounds if args.fit_on == "sweep" else
+             held_out_fits(steps_path, real_runs, work, f"tiny-qwen3-moe-{args.engine}-cpu", overhead or 0.0))
+    engines = [limits.engine_config(args.max_running, c) for c in coefs]
+    distinct = list(dict.fromkeys(coefs))
+    sims = {"sim_as_sent": {rate: simulate_as_sent(coefs, real_runs[rate], engines) for rate in rates},
+            "sim_as_sent_with_freezes": {rate: simulate_as_sent(coefs, real_runs[rate], engines, warps[rate])
                                          for rate in rates},
-            "sim_trace_arrivals": {rate: simulate(coef, replay, rate, flags, work / f"sim_{rate:g}.json")
+            "sim_trace_arrivals": {rate: pooled_summary([simulate(c, replay, rate, flags, work / f"sim_{rate:g}_{i}.json")
+                                                         for i, c in enumerate(distinct)])
                                    for rate in rates}}
     table = compare(rates, real, real_runs, sims, labels)
     out_path = args.out or str(REPO / f"results/sim_fidelity/{args.engine}.json")
     atomic_write_json(out_path, {
         "benchmark": "sim_fidelity", "engine": args.engine, "max_running": args.max_running,
         "requests": args.requests, "rounds": args.rounds, "rates_rps": rates, "sim_flags": flags,
-        "step_log": args.step_log, "fresh_server": args.fresh_server,
+        "step_log": args.step_log, "fresh_server": args.fresh_server, "fit_on": args.fit_on,
+        "held_out_coefficients": ([json.loads(c.read_text()) for c in coefs] if args.fit_on != "sweep" else None),
         "calibration_rows": rows if not args.step_log else f"{len(rows)} logged steps (in {steps_path})",
         "measured_request_overhead_s": overhead, "calibration_samples_ms": measured,
         "coefficients": json.loads(coef.read_text()),

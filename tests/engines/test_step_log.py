@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from experiments.benchmarks.engine_drift import decode_ratio
-from experiments.benchmarks.sim_fidelity import calibrated_model, lone_request_overhead_s
+from experiments.benchmarks.sim_fidelity import calibrated_model, held_out_fits, lone_request_overhead_s
 from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
 from experiments.metrics.runs import RunResult
 from perf_model.batch import BatchShape
+from perf_model.model_file import load_request_overhead
 from perf_model.samples_file import sample_from_row
 from sglang_patches.config import load_config
 
@@ -68,3 +69,25 @@ def test_drift_compares_only_the_replays_decode_steps_with_the_model():
     assert ratio["decode_steps"] == 3 and ratio["measured_s"] == pytest.approx(0.030)
     one = model.step_seconds(BatchShape(decode_seqs=4, kv_context_tokens=400))
     assert ratio["predicted_over_measured"] == pytest.approx(3 * one / 0.030)
+
+
+def test_each_round_is_predicted_by_a_fit_on_the_other_rounds_replay_steps(tmp_path):
+    """Round 0's steps are twice as slow as round 1's: round 0's held-out model (fitted on round 1)
+    is the fast one, and the reverse; steps outside every replay window are never used."""
+    lines = []
+    for start, factor in ((10.0, 2.0), (20.0, 1.0)):
+        for i, decode in enumerate(range(1, 17)):
+            lines.append(_line(0.0, start + 0.01 * (i + 1), factor * (0.002 + 0.0005 * decode), decode=decode))
+    lines.append(_line(0.0, 50.0, 5.0, decode=8))  # no replay ran then: a sweep or idle outlier
+    steps = tmp_path / "steps.jsonl"
+    steps.write_text("\n".join(lines) + "\n")
+    rounds = {3.0: [RunResult("real", {"round_start_monotonic_s": [start]}, {"duration_s": 0.5}, [])
+                    for start in (10.0, 20.0)]}
+    coefs = held_out_fits(steps, rounds, tmp_path, "t", 0.004)
+    held_out_0, held_out_1 = (calibrated_model(c) for c in coefs)
+    shape = BatchShape(decode_seqs=8, kv_context_tokens=800)
+    assert held_out_0.step_seconds(shape) == pytest.approx(0.006, rel=0.05)   # round 1's speed
+    assert held_out_1.step_seconds(shape) == pytest.approx(0.012, rel=0.05)   # round 0's speed
+    assert load_request_overhead(coefs[0]).total_s == pytest.approx(0.004)
+    with pytest.raises(ValueError, match=">= 2 rounds"):
+        held_out_fits(steps, {3.0: rounds[3.0][:1]}, tmp_path, "t", 0.004)
