@@ -28,10 +28,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from experiments.benchmarks.sim_fidelity import MODEL, SGLANG_KV_TOKENS, TRACE, calibrated_model, warm_up
+from experiments.benchmarks.sim_fidelity import MODEL, TRACE, warm_up
 from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
 from experiments.engines.step_log import read_step_lines, shape_fields, write_step_log_config
+from experiments.fidelity.calibration import calibrated_model
+from experiments.fidelity.replay import SGLANG_KV_TOKENS
 from experiments.metrics.runs import RunResult, load_runs
 from moesched_base.atomic import atomic_write_json
 from perf_model.batch import BatchShape

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.benchmarks.sim_fidelity import calibrated_model
 from experiments.engines.step_log import read_step_lines, shape_fields, write_step_log_config
+from experiments.fidelity.calibration import calibrated_model
 from experiments.metrics.host_freezes import FreezeMonitor
 from moesched_base.atomic import atomic_write_json
 from perf_model.batch import BatchShape

@@ -60,83 +60,29 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from collections.abc import Sequence
-from typing import Any
 
-from engine_dispatch.factory import create_dispatcher
-from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
-from experiments.metrics.host_freezes import FreezeMonitor, TimeWarp, record_to_wall
+from experiments.engines.step_log import write_step_log_config
+from experiments.fidelity.calibration import DECODE_OUTPUT, fit, held_out_fits
+from experiments.fidelity.invoke import run_moesched
+from experiments.fidelity.replay import (LIMITS, SGLANG_KV_TOKENS, choose_rates, compare, delivery_stalls,
+                                         pooled_summary, simulate, simulate_as_sent)
+from experiments.metrics.host_freezes import FreezeMonitor, TimeWarp
 from experiments.metrics.runs import RunResult, load_runs
-from experiments.metrics.summary import summarize
-from experiments.sim.cluster import simulate as simulate_cluster
-from experiments.sim.config import ClusterConfig, EngineConfig
-from experiments.sim.results import run_result
-from experiments.workloads.types import TraceRequest
 from moesched_base.atomic import atomic_write_json
-from perf_model.model_file import load_model, load_request_overhead
-from perf_model.structural import StructuralStepModel
-from request_sched.policies import create_queue
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "models" / "tiny-qwen3-moe"
 TRACE = REPO / "data" / "traces" / "azure2023_conv.csv"
 MAX_MODEL_LEN = 2048
-DECODE_OUTPUT = 128
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    """The server's batching limits, as the simulator's flags (read from the engines' defaults).
-
-    vLLM 0.32.0 CPU API server: ``max_num_batched_tokens`` 2048 (``EngineArgs.get_batch_defaults``,
-    CPU branch), KV cache 1 GiB = 2,097,152 tokens (server log), admits a request when its first
-    chunk fits. SGLang 0.5.23 CPU: ``chunked_prefill_size`` 4096 (server log), KV pool =
-    ``--max-total-tokens``, admits when the whole uncached prompt fits, forms prefill batches in
-    policy order and runs them without the decodes (``enable_mixed_chunk`` off): the simulator's
-    ``prefill_order="policy"``; its overlap scheduler (on by default) outputs a batch's tokens
-    after the next batch has run on a CPU: ``deferred_output``.
-    """
-
-    max_batched_tokens: int
-    kv_capacity_tokens: int
-    admit_first_chunk: bool
-    prefill_order: str
-    deferred_output: bool = False
-
-    def engine_config(self, max_running: int, coef: Path) -> EngineConfig:
-        """The simulated engine with these limits and ``coef``'s per-request overhead."""
-        return EngineConfig(max_running=max_running, max_batched_tokens=self.max_batched_tokens,
-                            kv_capacity_tokens=self.kv_capacity_tokens, admit_whole_prompt=not self.admit_first_chunk,
-                            prefill_order=self.prefill_order, deferred_output=self.deferred_output,
-                            request_overhead=load_request_overhead(coef))
-
-    def sim_flags(self, max_running: int) -> list[str]:
-        flags = ["--max-running", str(max_running), "--max-batched-tokens", str(self.max_batched_tokens),
-                 "--kv-capacity-tokens", str(self.kv_capacity_tokens), "--prefill-order", self.prefill_order]
-        return (flags + (["--admit-first-chunk"] if self.admit_first_chunk else [])
-                + (["--deferred-output"] if self.deferred_output else []))
-
-
-SGLANG_KV_TOKENS = 65536
-#: vLLM V1 step forming vs SGLang 0.5.23's (prefill batches in policy order, no mixed chunk by default)
-LIMITS = {"vllm": EngineLimits(2048, 2_097_152, True, "admission"),
-          "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False, "policy", deferred_output=True)}
-
-
-def _run(argv: list[str]) -> None:
-    code = moesched(argv)
-    if code not in (0, 1):
-        raise RuntimeError(f"moesched {' '.join(argv[:1])} exited {code}")
 
 
 def _bench(url: str, out: Path, workload: list[str], reuse: bool, repeat: int = 1, seed: int = 0) -> RunResult:
     """The run of ``moesched bench`` against ``url`` (or the one stored in ``out`` with ``reuse``)."""
     if not (reuse and out.exists()):
-        _run(["bench", *workload, "--repeat", str(repeat), "--seed", str(seed), "--endpoint", f"real={url}",
+        run_moesched(["bench", *workload, "--repeat", str(repeat), "--seed", str(seed), "--endpoint", f"real={url}",
               "--tokenizer", str(MODEL), "--no-progress", "--cooldown", "0.5", "--out", str(out)])
     return load_runs(out)[0]
 
@@ -173,118 +119,6 @@ def sweep(url: str, work: Path, tag: str, decode: list[tuple[int, int]], prefill
     return measured
 
 
-def calibration_rows(measured: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """One step row per sweep point: the mean over all repeats and rounds (the replay's means see
-    the shared machine's slow moments too, so they are not filtered out). Decode ``BxP``: B
-    decodes over ``B * (P + 64)`` KV tokens; prefill ``P``: one P-token prefill step plus one
-    per-request overhead."""
-    rows = []
-    for name, values in measured.items():
-        kind, _, size = name.partition("_")
-        if kind == "decode":
-            b, p = (int(x) for x in size.split("x"))
-            rows.append({"decode_seqs": b, "kv_context_tokens": b * (p + DECODE_OUTPUT // 2),
-                         "step_ms": statistics.fmean(values)})
-        else:
-            rows.append({"prefill_tokens": int(size), "kv_context_tokens": int(size), "request_overheads": 1,
-                         "step_ms": statistics.fmean(values)})
-    return rows
-
-
-def calibrated_model(path: Path) -> StructuralStepModel:
-    """The step model of a coefficients file, or of a result this script wrote (its
-    ``coefficients`` entry). Raises ValueError (bad content) or OSError (unreadable)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(data, dict) and "coefficients" in data and "structure" not in data:
-        return StructuralStepModel.from_dict(data["coefficients"], source=str(path))
-    return load_model(path)
-
-
-def lone_request_overhead_s(points: list[tuple[list[float], list[float]]]) -> float:
-    """Per-request overhead (s) from lone requests: for each sweep point, the mean TTFT minus the
-    mean logged time up to those requests' first-token output (``(ttfts_s, first_token_s)`` per
-    point, :func:`logged_prefill_points`); the mean over points, at least 0. A direct measurement of
-    what TTFT adds to the engine's steps."""
-    if not points or any(not ttfts or not steps for ttfts, steps in points):
-        raise ValueError("step log: expected every prefill sweep point to have TTFTs and logged prefill steps")
-    return max(0.0, statistics.fmean(statistics.fmean(t) - statistics.fmean(st) for t, st in points))
-
-
-def run_window(run: RunResult, tail_s: float = 0.5) -> tuple[float, float]:
-    """Monotonic-clock seconds (start, end + ``tail_s``) of a bench run: the steps it caused end
-    inside (the bench's ``round_start_monotonic_s`` and the step log share the clock)."""
-    start = run.config["round_start_monotonic_s"][0]
-    return start, start + run.summary["duration_s"] + tail_s
-
-
-def logged_prefill_points(work: Path, rounds: int, prefill: list[int], steps: list[dict[str, Any]],
-                          deferred_output: bool) -> list[tuple[list[float], list[float]]]:
-    """``(TTFTs s, logged first-token times s)`` of each prefill sweep point of each round, from
-    the steps that ended during that point's run (the recorder's ``end_s`` and the bench's
-    ``round_start_monotonic_s`` share the monotonic clock): each lone request's prefill step, plus,
-    with ``deferred_output``, the step logged right after it (its first token is output when that
-    one ends; the sweep's 3 output tokens make it a timed decode step)."""
-    points = []
-    for r in range(rounds):
-        for p in prefill:
-            run = load_runs(work / f"r{r}_prefill_{p}.json")[0]
-            start, end = run_window(run)
-            inside = [row for row in steps if start <= row["end_s"] <= end]
-            first_token = [row["step_s"] + (inside[i + 1]["step_s"] if deferred_output and i + 1 < len(inside)
-                                            and inside[i + 1]["prefill_tokens"] == 0 else 0.0)
-                           for i, row in enumerate(inside) if row["prefill_tokens"] > 0]
-            points.append(([q.ttft_ms / 1e3 for q in run.requests if q.ok and q.ttft_ms is not None], first_token))
-    return points
-
-
-def calibrate(rows: list[dict[str, Any]], work: Path, name: str, request_overhead_s: float | None = None) -> Path:
-    """Fit the rows with ``moesched calibrate`` (the per-request overhead kept at
-    ``request_overhead_s`` when given); returns the coefficients file."""
-    steps = work / f"{name}.steps.json"
-    steps.write_text(json.dumps(rows))
-    coef = work / f"{name}.coef.json"
-    fix = ["--fix", f"request_overhead_s={request_overhead_s!r}"] if request_overhead_s is not None else []
-    _run(["calibrate", "--steps", str(steps), "--search-ridge", *fix, "--name", name, "--out", str(coef)])
-    return coef
-
-
-def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Path | None,
-        windows: list[tuple[float, float]], prefill: list[int], deferred_output: bool = False
-        ) -> tuple[Path, list[dict[str, Any]], float | None]:
-    """Calibrate from the sweep's rows, or (``steps_path``, the step log) from the steps logged
-    during the sweep ``windows`` with the per-request overhead measured from the lone prefill
-    requests. Returns the coefficients file, the rows fitted and the measured overhead (s) or None."""
-    if steps_path is None:
-        rows = calibration_rows(measured)
-        return calibrate(rows, work, name), rows, None
-    logged = read_step_lines(steps_path)
-    rows = calibration_steps(logged, windows)
-    overhead = lone_request_overhead_s(logged_prefill_points(work, len(windows), prefill, logged,
-                                                              deferred_output))
-    return calibrate(rows, work, name, overhead), rows, overhead
-
-
-def held_out_fits(steps_path: Path, rounds: dict[float, list[RunResult]], work: Path, name: str,
-                  request_overhead_s: float) -> list[Path]:
-    """One coefficients file per round: fitted on the steps logged during every *other* round's
-    replays (``rounds``: rate -> runs in round order), the per-request overhead kept fixed."""
-    logged = read_step_lines(steps_path)
-    count = len(next(iter(rounds.values())))
-    if count < 2:
-        raise ValueError("--fit-on held-out-replays: expected >= 2 rounds")
-    return [calibrate(calibration_steps(logged, [run_window(runs[other]) for runs in rounds.values()
-                                                 for other in range(count) if other != held]),
-                      work, f"{name}-held-out-r{held}", request_overhead_s)
-            for held in range(count)]
-
-
-def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: Path) -> RunResult:
-    """``moesched simulate`` of the replay at ``rate`` on one engine."""
-    _run(["simulate", *replay, "--rate", str(rate), "--gpu-model", str(coef), "--engines", "1", *flags,
-          "--out", str(out)])
-    return load_runs(out)[0]
-
-
 def replay_real(url: str, out: Path, workload: list[str], reuse: bool, seed: int) -> tuple[RunResult, TimeWarp]:
     """One replay of the trace (``_bench``) with the host freezes seen during it (stored next to
     ``out`` as ``<name>.freezes.json``: monotonic-clock intervals, see :mod:`~experiments.metrics.host_freezes`)."""
@@ -296,95 +130,6 @@ def replay_real(url: str, out: Path, workload: list[str], reuse: bool, seed: int
         run = _bench(url, out, workload, reuse=False, seed=seed)
     atomic_write_json(freezes_file, monitor.freezes)
     return run, TimeWarp(monitor.freezes)
-
-
-def simulate_as_sent(coefs: Sequence[Path], runs: list[RunResult], engines: Sequence[EngineConfig],
-                     warps: list[TimeWarp] | None = None) -> dict[str, Any]:
-    """Simulate each measured round (``runs[i]`` with ``coefs[i]`` on ``engines[i]``) with the send
-    times the client actually achieved (its ``start_s``: on a loaded machine the client sent some
-    requests up to ~1.5 s late) and pool the simulated records like the measured ones. With
-    ``warps`` (one per round), the round is simulated in running time (its host freezes removed)
-    and the records mapped back to wall time: the engine model on a machine that froze when this
-    one did."""
-    simulated = []
-    for i, run in enumerate(runs):
-        model, engine = load_model(coefs[i]), engines[i]
-        warp = warps[i] if warps is not None else TimeWarp([])
-        origin = run.config.get("round_start_monotonic_s", [0.0])[0]
-        sent = sorted(run.requests, key=lambda r: (r.start_s, r.request_id))
-        workload = [TraceRequest(r.request_id, warp.running(origin + r.start_s) - warp.running(origin),
-                                 r.input_tokens, r.output_tokens) for r in sent]
-        config = ClusterConfig(engines=1, engine=engine, queue_factory=lambda: create_queue("fcfs"))
-        result = run_result(simulate_cluster(workload, config, model, create_dispatcher("round-robin", 1)),
-                            "sim-as-sent", {})
-        if warps is not None:
-            result.requests = [record_to_wall(r, warp, origin) for r in result.requests]
-        simulated.append(result)
-    return pooled_summary(simulated)
-
-
-def delivery_stalls(run: RunResult, min_gap_s: float = 1.0) -> list[float]:
-    """Gaps (s) of at least ``min_gap_s`` in which the server delivered no token to any request
-    while some request was outstanding: the whole server stood still (on a shared machine, CPU
-    starvation), which no step model reproduces."""
-    tokens: list[float] = []
-    spans = []
-    for r in run.requests:
-        if r.ok and r.ttft_ms is not None and r.e2e_ms is not None:
-            first = r.start_s + r.ttft_ms / 1e3
-            tokens.append(first)
-            for gap in r.itl_ms:
-                first += gap / 1e3
-                tokens.append(first)
-            spans.append((r.start_s, r.start_s + r.e2e_ms / 1e3))
-    tokens.sort()
-    return [b - a for a, b in zip(tokens, tokens[1:])
-            if b - a >= min_gap_s and any(s <= a and b <= e for s, e in spans)]
-
-
-def pooled_summary(runs: list[RunResult]) -> dict[str, Any]:
-    """Summary over the records of several rounds (durations summed, as ``bench --repeat`` does)."""
-    records = [r for run in runs for r in run.requests]
-    return summarize(records, sum(run.summary["duration_s"] for run in runs))
-
-
-def choose_rates(coef: Path, replay: list[str], flags: list[str], fractions: list[float], work: Path) -> list[float]:
-    """Rates = simulated service rate (every request queued at once) times ``fractions``."""
-    saturated = simulate(coef, replay, 1000.0, flags, work / "capacity.sim.json")
-    service = saturated.summary["request_throughput"]
-    print(f"simulated service rate {service:.2f} req/s")
-    return [round(service * f, 2) for f in fractions]
-
-
-def _error(sim: float | None, real: float | None) -> float | None:
-    return None if sim is None or not real else (sim - real) / real
-
-
-METRICS = (("TTFT mean", "ttft_ms", "mean"), ("TTFT p99", "ttft_ms", "p99"), ("TPOT mean", "tpot_ms", "mean"))
-
-
-def compare(rates: list[float], real: dict[float, dict[str, Any]], rounds: dict[float, list[RunResult]],
-            sims: dict[str, dict[float, dict[str, Any]]], labels: list[str]) -> list[dict[str, Any]]:
-    """Measured (pooled rounds, and the min-max over single rounds) vs each simulation, printed."""
-    table = []
-    print(f"{'load':<16} {'rate':>5} {'metric':<10} {'measured ms':>11} {'rounds min-max':>16} "
-          + " ".join(f"{name:>22}" for name in sims))
-    for label, rate in zip(labels, rates):
-        for metric, key, stat in METRICS:
-            measured = real[rate][key][stat]
-            per_round = [run.summary[key][stat] for run in rounds[rate]]
-            row: dict[str, Any] = {"load": label, "rate_rps": rate, "metric": metric, "measured_ms": measured,
-                                   "measured_rounds_ms": per_round}
-            cells = []
-            for name, sim in sims.items():
-                simulated = sim[rate][key][stat]
-                err = _error(simulated, measured)
-                row[name] = {"simulated_ms": simulated, "relative_error": err}
-                cells.append(f"{simulated:>12.1f} {'n/a' if err is None else f'{err:+.0%}':>9}")
-            table.append(row)
-            spread = f"{min(per_round):.0f}-{max(per_round):.0f}"
-            print(f"{label:<16} {rate:>5g} {metric:<10} {measured:>11.1f} {spread:>16} " + " ".join(cells))
-    return table
 
 
 def main() -> None:

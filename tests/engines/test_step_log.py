@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from experiments.benchmarks.engine_drift import decode_ratio
-from experiments.benchmarks.sim_fidelity import calibrated_model, held_out_fits, lone_request_overhead_s
+from experiments.fidelity.calibration import calibrated_model, held_out_fits, lone_request_overhead_s
 from experiments.engines.step_log import calibration_steps, read_step_lines, write_step_log_config
 from experiments.metrics.runs import RunResult
 from perf_model.batch import BatchShape
