@@ -23,7 +23,8 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     [budget]                   # SLO-aware prefill token budget per scheduling pass (off by default)
     enabled = false
     tpot_slo_ms = 50.0         # the step model's predicted step time stays <= this
-    step_model = "qwen3-30b-a3b-h100"   # perf_model preset or `moesched calibrate` file (the hardware!)
+    step_model = "qwen3-30b-a3b-h100"   # perf_model preset or `moesched calibrate` file (the hardware!),
+                               # or "refit": this scheduler's online model of [refit] (learns the hardware)
     min_tokens = 256           # smallest budget while requests wait (prefill never starves)
 
     [headroom]                 # SGLang's admission headroom for future output tokens (off by default)
@@ -119,9 +120,17 @@ class DispatchConfig:
         return options
 
 
+#: ``budget.step_model`` value for "the scheduler's own online-refit model" (``[refit]``)
+REFIT_MODEL = "refit"
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
-    """``[budget]``: :class:`request_sched.token_budget.SloTokenBudget` on SGLang's prefill limits."""
+    """``[budget]``: :class:`request_sched.token_budget.SloTokenBudget` on SGLang's prefill limits.
+
+    ``step_model``: a preset or coefficient file describing the serving hardware, or
+    :data:`REFIT_MODEL` to price steps with the scheduler's online model of ``[refit]``, which
+    starts from ``refit.base_model`` and follows the engine's own step times."""
 
     enabled: bool = False
     tpot_slo_ms: float = 50.0
@@ -368,7 +377,11 @@ def _check_against_cores(config: MoeschedConfig) -> None:
             raise ValueError(f"{source}: experts.{key}: expected an existing file, got {path!r}")
     if config.refit.enabled:
         _check_refit(config.refit, source)
-    if config.budget.enabled:
+    if config.budget.enabled and config.budget.step_model == REFIT_MODEL:
+        if not config.refit.enabled:
+            raise ValueError(f"{source}: budget.step_model: \"{REFIT_MODEL}\" prices steps with the online model of "
+                             "[refit]; expected [refit] enabled = true")
+    elif config.budget.enabled:
         from perf_model.model_file import resolve_model
 
         try:

@@ -15,7 +15,8 @@ section:
 * ``[dispatch]``: :mod:`sglang_patches.hooks.dp_dispatch` (DP rank choice under
   ``--load-balance-method total_tokens``);
 * ``[budget]`` (off by default): :mod:`sglang_patches.hooks.token_budget` (each scheduling pass's
-  prefill token limits capped at the SLO-aware budget of its decode batch);
+  prefill token limits capped at the SLO-aware budget of its decode batch; with ``step_model =
+  "refit"`` priced by the same online model the ``[refit]`` step timing keeps current);
 * ``[headroom]`` (off by default): :mod:`sglang_patches.hooks.headroom` (SGLang's admission clip
   on future output tokens learnt from finished requests);
 * ``[dp_controller] block_when_idle`` (on by default): :mod:`sglang_patches.hooks.dp_idle` (the DP
@@ -32,8 +33,33 @@ import os
 import sys
 from typing import Any
 
-from sglang_patches.config import MoeschedConfig, PreemptionConfig, config_from_env
+from perf_model.batch import BatchShape, MoeFactors
+from sglang_patches.config import REFIT_MODEL, MoeschedConfig, PreemptionConfig, RefitConfig, config_from_env
 from sglang_patches.decision_log import DecisionLog
+
+
+class ProcessStepModel:
+    """This process's online step model (``[refit]``), built on first use and shared: the step
+    timing hook feeds it every timed step, and the token budget (``step_model = "refit"``) prices
+    steps with it. Only scheduler processes ever build it (the hooks run there)."""
+
+    def __init__(self, refit: RefitConfig) -> None:
+        self.refit = refit
+        self._model: Any = None
+
+    def get(self) -> Any:
+        """The :class:`~perf_model.online.OnlineStepModel` (built from ``refit.base_model`` once)."""
+        if self._model is None:
+            from perf_model.model_file import resolve_model
+            from perf_model.online import OnlineRefitConfig, OnlineStepModel
+
+            self._model = OnlineStepModel(resolve_model(self.refit.base_model),
+                                          OnlineRefitConfig(**self.refit.refit_options()))
+        return self._model
+
+    def step_seconds(self, batch: BatchShape, moe: MoeFactors | None = None) -> float:
+        """The online model's current prediction for ``batch`` (seconds)."""
+        return self.get().step_seconds(batch, moe)
 
 
 def _request_hooks(config: MoeschedConfig) -> None:
@@ -77,29 +103,26 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
                                        config.log.summary_interval_s)).register()
 
 
-def _refit_hooks(config: MoeschedConfig) -> None:
-    from perf_model.model_file import resolve_model
-    from perf_model.online import OnlineRefitConfig, OnlineStepModel
+def _refit_hooks(config: MoeschedConfig, online: ProcessStepModel) -> None:
     from sglang_patches.hooks.step_timing import StepRecorder, StepTimingHooks
 
     refit = config.refit
 
     def make_recorder() -> StepRecorder:  # only scheduler processes get here, on their first batch
-        model = OnlineStepModel(resolve_model(refit.base_model),
-                                OnlineRefitConfig(**refit.refit_options()))
         steps_file = open(refit.steps_file, "a", encoding="utf-8") if refit.steps_file else None
-        return StepRecorder(model, refit.log_interval_steps, steps_file)
+        return StepRecorder(online.get(), refit.log_interval_steps, steps_file)
 
     StepTimingHooks(make_recorder).register()
 
 
-def _budget_hook(config: MoeschedConfig) -> None:
+def _budget_hook(config: MoeschedConfig, online: ProcessStepModel) -> None:
     from perf_model.model_file import resolve_model
     from request_sched.token_budget import SloTokenBudget
     from sglang_patches.hooks.token_budget import TokenBudgetHook
 
     budget = config.budget
-    rule = SloTokenBudget(resolve_model(budget.step_model), budget.tpot_slo_ms / 1e3,
+    model = online if budget.step_model == REFIT_MODEL else resolve_model(budget.step_model)
+    rule = SloTokenBudget(model, budget.tpot_slo_ms / 1e3,
                           max_budget=65536, min_budget=budget.min_tokens)  # SGLang's own limits cap it too
     TokenBudgetHook(rule, DecisionLog(config.log.first_orderings, config.log.summary_interval_s)).register()
 
@@ -133,12 +156,13 @@ def load() -> None:
     config = config_from_env()
     if config is None:
         return
+    online = ProcessStepModel(config.refit)  # built only if a scheduler's hook asks for it
     if config.request.enabled:
         _request_hooks(config)
     if config.dispatch.enabled:
         _dispatch_hooks(config)
     if config.budget.enabled:
-        _budget_hook(config)
+        _budget_hook(config, online)
     if config.headroom.enabled:
         _headroom_hook(config)
     if config.dp_controller.block_when_idle:
@@ -146,7 +170,7 @@ def load() -> None:
 
         dp_idle.register()
     if config.refit.enabled:
-        _refit_hooks(config)
+        _refit_hooks(config, online)
     _eplb_hooks(config)
     # SGLang loads plugins before it configures logging, so INFO records from here would be
     # dropped: this one line goes straight to stderr (the server log).
@@ -155,7 +179,7 @@ def load() -> None:
           f"preemption={'on' if config.request.enabled and config.request.preemption.enabled else 'off'} "
           f"dispatch={config.dispatch.policy if config.dispatch.enabled else 'off'} "
           f"refit={'on' if config.refit.enabled else 'off'} "
-          f"budget={f'{config.budget.tpot_slo_ms:g}ms' if config.budget.enabled else 'off'} "
+          f"budget={f'{config.budget.tpot_slo_ms:g}ms ({config.budget.step_model})' if config.budget.enabled else 'off'} "
           f"headroom={'learnt' if config.headroom.enabled else 'stock'} "
           f"dp_controller={'blocking' if config.dp_controller.block_when_idle else 'spinning'} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)

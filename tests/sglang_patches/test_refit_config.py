@@ -1,4 +1,5 @@
-"""``[refit]`` in the moesched config: off by default, a loadable base model, valid options."""
+"""``[refit]`` in the moesched config: off by default, a loadable base model, valid options; the
+token budget priced by the same online model (``budget.step_model = "refit"``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from perf_model.batch import BatchShape
 from perf_model.model_file import save_model
 from perf_model.presets import preset_model
-from sglang_patches.config import load_config, parse_config
+from request_sched.token_budget import SloTokenBudget
+from sglang_patches.config import REFIT_MODEL, load_config, parse_config
+from sglang_patches.plugin import ProcessStepModel
 
 PRESET = "qwen3-30b-a3b-h100"
 
@@ -46,3 +50,35 @@ def test_bad_refit_sections_fail_in_one_line(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=None) as error:
         parse_config(text, source="cfg.toml")
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_budget_on_the_refit_model_needs_refit() -> None:
+    with pytest.raises(ValueError, match='budget.step_model: "refit" prices steps with the online model of'):
+        parse_config('[budget]\nenabled = true\nstep_model = "refit"\n', source="cfg.toml")
+    config = parse_config(f'[budget]\nenabled = true\nstep_model = "refit"\n'
+                          f'[refit]\nenabled = true\nbase_model = "{PRESET}"\n')
+    assert config.budget.step_model == REFIT_MODEL
+
+
+def test_budget_follows_the_steps_the_refit_model_observes() -> None:
+    """One model per process: what the step timing hook feeds it, the budget prices with."""
+    online = ProcessStepModel(parse_config(f'[refit]\nenabled = true\nbase_model = "{PRESET}"\n').refit)
+    rule = SloTokenBudget(online, 0.030, max_budget=65536, min_budget=0)
+    before = rule.budget(64, 64_000)
+    assert online.get() is online.get()
+    for i in range(400):  # the engine runs 1.5x slower than the base model says
+        batch = BatchShape(prefill_tokens=64 * (i % 8), decode_seqs=32 + i % 32, kv_context_tokens=40_000)
+        online.get().observe(batch, 1.5 * preset_model(PRESET).step_seconds(batch))
+    assert online.step_seconds(BatchShape(decode_seqs=64, kv_context_tokens=64_000)) == pytest.approx(
+        1.5 * preset_model(PRESET).step_seconds(BatchShape(decode_seqs=64, kv_context_tokens=64_000)), rel=0.1)
+    assert rule.budget(64, 64_000) < before
+
+
+def test_budget_real_variants_differ_only_in_the_budget() -> None:
+    from experiments.benchmarks.budget_real import plugin_config
+
+    with_budget, without = (parse_config(plugin_config(PRESET, slo)) for slo in (30.0, None))
+    assert with_budget.budget.enabled and with_budget.budget.step_model == REFIT_MODEL
+    assert with_budget.budget.tpot_slo_ms == 30.0 and not without.budget.enabled
+    assert with_budget.refit == without.refit and with_budget.refit.enabled
+    assert not with_budget.request.enabled and not with_budget.dispatch.enabled
