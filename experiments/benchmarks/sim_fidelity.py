@@ -83,7 +83,7 @@ def _bench(url: str, out: Path, workload: list[str], reuse: bool, repeat: int = 
     """The run of ``moesched bench`` against ``url`` (or the one stored in ``out`` with ``reuse``)."""
     if not (reuse and out.exists()):
         run_moesched(["bench", *workload, "--repeat", str(repeat), "--seed", str(seed), "--endpoint", f"real={url}",
-              "--tokenizer", str(MODEL), "--no-progress", "--cooldown", "0.5", "--out", str(out)])
+                      "--tokenizer", str(MODEL), "--no-progress", "--cooldown", "0.5", "--out", str(out)])
     return load_runs(out)[0]
 
 

@@ -93,7 +93,8 @@ def floors(summary: dict[str, Any], where: str) -> list[dict[str, float | str]]:
         inputs = np.array([r.input_tokens for r in requests], dtype=float)
         outputs = np.array([r.output_tokens for r in requests], dtype=float)
         prefill = prefill_alone_s(model, inputs, perfect)
-        step, decodes = decode_fixed_point_s(model, perfect, float(workload["rate_rps"]) / engines, inputs.mean(), outputs.mean())
+        step, decodes = decode_fixed_point_s(model, perfect, float(workload["rate_rps"]) / engines,
+                                             inputs.mean(), outputs.mean())
         floor_ms = 1e3 * (prefill.mean() + step / 2)
         baseline_ms = float(_field(run, "summary.ttft_ms.mean", where))
         rows.append({"trace": trace_name, "rate_rps": float(workload["rate_rps"]), "engines": engines,
@@ -107,7 +108,8 @@ def floors(summary: dict[str, Any], where: str) -> list[dict[str, float | str]]:
 
 def table(rows: list[dict[str, float | str]]) -> str:
     """Markdown table of :func:`floors` rows."""
-    lines = ["| trace | rate req/s | prompt alone ms | decode step ms (decodes) | floor ms | vllm TTFT ms | floor / vllm |",
+    lines = ["| trace | rate req/s | prompt alone ms | decode step ms (decodes) | floor ms | vllm TTFT ms "
+             "| floor / vllm |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['trace']} | {r['rate_rps']:.2f} | {r['prefill_alone_ms']:.1f} | {r['decode_step_ms']:.1f} "
               f"({r['decodes_per_step']:.0f}) | {r['floor_ms']:.1f} | {r['baseline_ttft_ms']:.1f} | "
@@ -116,7 +118,8 @@ def table(rows: list[dict[str, float | str]]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--summary", default=DEFAULT_SUMMARY, help=f"full_stack summary.json (default {DEFAULT_SUMMARY})")
+    parser.add_argument("--summary", default=DEFAULT_SUMMARY,
+                        help=f"full_stack summary.json (default {DEFAULT_SUMMARY})")
     parser.add_argument("--out", default="results/comparisons/ttft_floor.json", help="JSON written here")
 
 

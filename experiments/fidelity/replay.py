@@ -20,6 +20,7 @@ from experiments.workloads.types import TraceRequest
 from perf_model.model_file import load_model, load_request_overhead
 from request_sched.policies import create_queue
 
+
 @dataclass(frozen=True)
 class EngineLimits:
     """The server's batching limits, as the simulator's flags (read from the engines' defaults).
@@ -47,6 +48,7 @@ class EngineLimits:
                             request_overhead=load_request_overhead(coef))
 
     def sim_flags(self, max_running: int) -> list[str]:
+        """The ``moesched simulate`` flags of these limits."""
         flags = ["--max-running", str(max_running), "--max-batched-tokens", str(self.max_batched_tokens),
                  "--kv-capacity-tokens", str(self.kv_capacity_tokens), "--prefill-order", self.prefill_order]
         return (flags + (["--admit-first-chunk"] if self.admit_first_chunk else [])
@@ -59,11 +61,10 @@ LIMITS = {"vllm": EngineLimits(2048, 2_097_152, True, "admission"),
           "sglang": EngineLimits(4096, SGLANG_KV_TOKENS, False, "policy", deferred_output=True)}
 
 
-
 def simulate(coef: Path, replay: list[str], rate: float, flags: list[str], out: Path) -> RunResult:
     """``moesched simulate`` of the replay at ``rate`` on one engine."""
     run_moesched(["simulate", *replay, "--rate", str(rate), "--gpu-model", str(coef), "--engines", "1", *flags,
-          "--out", str(out)])
+                  "--out", str(out)])
     return load_runs(out)[0]
 
 
