@@ -10,10 +10,11 @@ dispatch left stock so only the budget differs:
 
 Each round starts a fresh server per configuration (in alternating order), warms it up and
 replays the Azure conv trace (``--requests`` requests clipped to 2,048 tokens, at ``--rate``).
-Prints mean/P99 TTFT, mean/P99 TPOT, P99 ITL and output tokens/s per run and the pooled ratios
-budget / no-budget; writes JSON (``--out``). The server logs (``logs/engines/``) carry the
-budget's decisions (``moesched token budget``) and the online model's scale (``moesched step
-model``).
+Prints mean/P99 TTFT, mean/P99 TPOT, P99 ITL and output tokens/s per run, the scheduler's own
+step times during the replay by kind (decode-only, prefill-only, mixed: prefill beside decodes;
+from the ``[refit]`` step log) and the pooled ratios budget / no-budget; writes JSON (``--out``).
+The server logs (``logs/engines/``) carry the budget's decisions (``moesched token budget``) and
+the online model's scale (``moesched step model``).
 
 Usage: python experiments/benchmarks/budget_real.py --base-model FILE|PRESET [--rate 4.04]
        [--rounds 2] [--tpot-slo-ms 30] [--requests 120] [--out results/budget_real/budget_refit_sglang_cpu.json]
@@ -29,6 +30,8 @@ from typing import Any
 
 from experiments.benchmarks.sim_fidelity import MAX_MODEL_LEN, MODEL, TRACE, warm_up
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
+from experiments.engines.step_log import read_step_lines
+from experiments.fidelity.calibration import run_window
 from experiments.fidelity.invoke import run_moesched
 from experiments.fidelity.replay import SGLANG_KV_TOKENS
 from experiments.metrics.runs import load_runs
@@ -39,19 +42,34 @@ VARIANTS = ("budget", "no-budget")
 METRICS = (("ttft_ms", "mean"), ("ttft_ms", "p99"), ("tpot_ms", "mean"), ("tpot_ms", "p99"), ("itl_ms", "p99"))
 
 
-def plugin_config(base_model: str, tpot_slo_ms: float | None) -> str:
-    """The moesched TOML of one variant: ``[refit]`` always, ``[budget]`` on the refit model when
-    ``tpot_slo_ms`` is given; request order and DP dispatch stock."""
+def plugin_config(base_model: str, tpot_slo_ms: float | None, steps_file: str = "") -> str:
+    """The moesched TOML of one variant: ``[refit]`` always (its step log to ``steps_file``),
+    ``[budget]`` on the refit model when ``tpot_slo_ms`` is given; request order and DP dispatch
+    stock."""
     text = ("[request]\nenabled = false\n[dispatch]\nenabled = false\n"
             f"[refit]\nenabled = true\nbase_model = \"{base_model}\"\nlog_interval_steps = 500\n"
+            f"steps_file = \"{steps_file}\"\n"
             "[refit.options]\nscale_bounds = [0.1, 10.0]\n[log]\nfirst_orderings = 3\nsummary_interval_s = 10.0\n")
     if tpot_slo_ms is not None:
         text += f"[budget]\nenabled = true\ntpot_slo_ms = {tpot_slo_ms!r}\nstep_model = \"refit\"\nmin_tokens = 64\n"
     return text
 
 
-def replay(config_path: Path, work: Path, out: Path, rate: float, requests: int, seed: int) -> dict[str, Any]:
-    """One fresh server with ``config_path``, warmed up, replaying the trace; the run's summary."""
+def step_kinds(steps: list[dict[str, Any]]) -> dict[str, float]:
+    """Count and mean duration (ms) of logged steps by kind: ``decode`` (no prefill), ``prefill``
+    (no decodes), ``mixed`` (prefill beside decodes)."""
+    kinds: dict[str, list[float]] = {"decode": [], "prefill": [], "mixed": []}
+    for row in steps:
+        kind = ("mixed" if row["decode_seqs"] else "prefill") if row["prefill_tokens"] else "decode"
+        kinds[kind].append(1e3 * row["step_s"])
+    return {**{f"steps_{k}": float(len(v)) for k, v in kinds.items()},
+            **{f"step_{k}_ms": statistics.fmean(v) if v else 0.0 for k, v in kinds.items()}}
+
+
+def replay(config_path: Path, steps_path: Path, work: Path, out: Path, rate: float, requests: int,
+           seed: int) -> dict[str, Any]:
+    """One fresh server with ``config_path`` (its step log in ``steps_path``), warmed up, replaying
+    the trace; the run's summary and the kinds of steps the scheduler ran during it."""
     server_config = ServerConfig("sglang", pick_free_port(),
                                  extra_args=("--max-running-requests", "16", "--enable-mixed-chunk"),
                                  max_model_len=MAX_MODEL_LEN, sglang_max_total_tokens=SGLANG_KV_TOKENS,
@@ -64,9 +82,11 @@ def replay(config_path: Path, work: Path, out: Path, rate: float, requests: int,
                       "--endpoint", f"real={server.base_url}", "--tokenizer", str(MODEL), "--no-progress",
                       "--out", str(out)])
         log = str(server.log_path)
-    summary = load_runs(out)[0].summary
-    return {**{f"{key}.{stat}": summary[key][stat] for key, stat in METRICS},
-            "output_tok_s": summary["output_throughput"], "server_log": log}
+    run = load_runs(out)[0]
+    start, end = run_window(run)
+    during = [row for row in read_step_lines(steps_path) if start <= row["end_s"] <= end]
+    return {**{f"{key}.{stat}": run.summary[key][stat] for key, stat in METRICS},
+            "output_tok_s": run.summary["output_throughput"], **step_kinds(during), "server_log": log}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     base = str(Path(args.base_model).resolve()) if Path(args.base_model).is_file() else args.base_model
-    configs = {"budget": atomic_write_text(work / "budget.toml", plugin_config(base, args.tpot_slo_ms)),
-               "no-budget": atomic_write_text(work / "no-budget.toml", plugin_config(base, None))}
     runs: list[dict[str, Any]] = []
     for r in range(args.rounds):
         for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+            steps = work / f"r{r}_{variant}.steps.jsonl"
+            steps.unlink(missing_ok=True)
+            config = atomic_write_text(work / f"r{r}_{variant}.toml", plugin_config(
+                base, args.tpot_slo_ms if variant == "budget" else None, str(steps)))
             row = {"round": r, "variant": variant,
-                   **replay(configs[variant], work, work / f"r{r}_{variant}.json", args.rate, args.requests, r)}
+                   **replay(config, steps, work, work / f"r{r}_{variant}.json", args.rate, args.requests, r)}
             runs.append(row)
             print("  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                             if k != "server_log"), flush=True)

@@ -75,9 +75,16 @@ def test_budget_follows_the_steps_the_refit_model_observes() -> None:
 
 
 def test_budget_real_variants_differ_only_in_the_budget() -> None:
-    from experiments.benchmarks.budget_real import plugin_config
+    from experiments.benchmarks.budget_real import plugin_config, step_kinds
 
-    with_budget, without = (parse_config(plugin_config(PRESET, slo)) for slo in (30.0, None))
+    with_budget, without = (parse_config(plugin_config(PRESET, slo, "steps.jsonl")) for slo in (30.0, None))
+    assert with_budget.refit.steps_file == "steps.jsonl"
+    kinds = step_kinds([{"prefill_tokens": 0, "decode_seqs": 4, "step_s": 0.010},
+                        {"prefill_tokens": 64, "decode_seqs": 4, "step_s": 0.030},
+                        {"prefill_tokens": 64, "decode_seqs": 2, "step_s": 0.050},
+                        {"prefill_tokens": 512, "decode_seqs": 0, "step_s": 0.020}])
+    assert kinds == {"steps_decode": 1.0, "steps_prefill": 1.0, "steps_mixed": 2.0,
+                     "step_decode_ms": 10.0, "step_prefill_ms": 20.0, "step_mixed_ms": pytest.approx(40.0)}
     assert with_budget.budget.enabled and with_budget.budget.step_model == REFIT_MODEL
     assert with_budget.budget.tpot_slo_ms == 30.0 and not without.budget.enabled
     assert with_budget.refit == without.refit and with_budget.refit.enabled
