@@ -30,7 +30,7 @@ from typing import Any
 
 from experiments.benchmarks.sim_fidelity import MAX_MODEL_LEN, MODEL, TRACE, warm_up
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.engines.step_log import read_step_lines
+from experiments.engines.step_log import read_step_lines, step_log_config
 from experiments.fidelity.calibration import run_window
 from experiments.fidelity.invoke import run_moesched
 from experiments.fidelity.replay import SGLANG_KV_TOKENS
@@ -42,14 +42,11 @@ VARIANTS = ("budget", "no-budget")
 METRICS = (("ttft_ms", "mean"), ("ttft_ms", "p99"), ("tpot_ms", "mean"), ("tpot_ms", "p99"), ("itl_ms", "p99"))
 
 
-def plugin_config(base_model: str, tpot_slo_ms: float | None, steps_file: str = "") -> str:
-    """The moesched TOML of one variant: ``[refit]`` always (its step log to ``steps_file``),
-    ``[budget]`` on the refit model when ``tpot_slo_ms`` is given; request order and DP dispatch
-    stock."""
-    text = ("[request]\nenabled = false\n[dispatch]\nenabled = false\n"
-            f"[refit]\nenabled = true\nbase_model = \"{base_model}\"\nlog_interval_steps = 500\n"
-            f"steps_file = \"{steps_file}\"\n"
-            "[refit.options]\nscale_bounds = [0.1, 10.0]\n[log]\nfirst_orderings = 3\nsummary_interval_s = 10.0\n")
+def plugin_config(base_model: str, tpot_slo_ms: float | None, steps_path: Path) -> str:
+    """The moesched TOML of one variant: the step-log config (``[refit]`` only, its steps to
+    ``steps_path``), plus ``[budget]`` on the refit model when ``tpot_slo_ms`` is given; request
+    order and DP dispatch stock."""
+    text = step_log_config(base_model, steps_path, (0.1, 10.0)) + "[log]\nfirst_orderings = 3\nsummary_interval_s = 10.0\n"
     if tpot_slo_ms is not None:
         text += f"[budget]\nenabled = true\ntpot_slo_ms = {tpot_slo_ms!r}\nstep_model = \"refit\"\nmin_tokens = 64\n"
     return text
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             steps = work / f"r{r}_{variant}.steps.jsonl"
             steps.unlink(missing_ok=True)
             config = atomic_write_text(work / f"r{r}_{variant}.toml", plugin_config(
-                base, args.tpot_slo_ms if variant == "budget" else None, str(steps)))
+                base, args.tpot_slo_ms if variant == "budget" else None, steps))
             row = {"round": r, "variant": variant,
                    **replay(config, steps, work, work / f"r{r}_{variant}.json", args.rate, args.requests, r)}
             runs.append(row)

@@ -32,7 +32,7 @@ from experiments.benchmarks.sim_fidelity import MODEL, TRACE, warm_up
 from experiments.cli import main as moesched
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
 from experiments.engines.step_log import read_step_lines, shape_fields, write_step_log_config
-from experiments.fidelity.calibration import calibrated_model
+from experiments.fidelity.calibration import calibrated_model, run_window
 from experiments.fidelity.replay import SGLANG_KV_TOKENS
 from experiments.metrics.runs import RunResult, load_runs
 from moesched_base.atomic import atomic_write_json
@@ -43,8 +43,7 @@ from perf_model.structural import StructuralStepModel
 def decode_ratio(run: RunResult, steps: list[dict[str, Any]], model: StructuralStepModel) -> dict[str, float]:
     """The logged decode steps during ``run`` (monotonic clock: the recorder's ``end_s`` and the
     bench's ``round_start_monotonic_s``): count, measured and predicted seconds, and their ratio."""
-    start = run.config["round_start_monotonic_s"][0]
-    end = start + run.summary["duration_s"] + 0.5
+    start, end = run_window(run)
     decode = [row for row in steps if row["prefill_tokens"] == 0 and start <= row["end_s"] <= end]
     measured = sum(row["step_s"] for row in decode)
     predicted = sum(model.step_seconds(BatchShape(**shape_fields(row))) for row in decode)

@@ -64,7 +64,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
-from experiments.engines.step_log import write_step_log_config
+from experiments.engines.step_log import read_step_lines, write_step_log_config
 from experiments.fidelity.calibration import DECODE_OUTPUT, fit, held_out_fits
 from experiments.fidelity.invoke import run_moesched
 from experiments.fidelity.replay import (LIMITS, SGLANG_KV_TOKENS, choose_rates, compare, delivery_stalls,
@@ -221,8 +221,8 @@ def main() -> None:
                 atomic_write_json(window_file, [window_start, time.monotonic()])
             sweep_windows.append(tuple(json.loads(window_file.read_text())))
             if rates is None:
-                coef, _, _ = fit(measured, work, "round0", steps_path if args.step_log else None, sweep_windows, prefill,
-                                 limits.deferred_output)
+                coef, _, _ = fit(measured, work, "round0", read_step_lines(steps_path) if args.step_log else None,
+                                 sweep_windows, prefill, limits.deferred_output)
                 rates = choose_rates(coef, replay, flags, [float(f) for f in args.load_fractions.split(",")], work)
                 atomic_write_json(rates_file, rates)
             for rate in rates:
@@ -239,11 +239,12 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-    coef, rows, overhead = fit(measured, work, f"tiny-qwen3-moe-{args.engine}-cpu",
-                               steps_path if args.step_log else None, sweep_windows, prefill, limits.deferred_output)
+    logged = read_step_lines(steps_path) if args.step_log else None
+    coef, rows, overhead = fit(measured, work, f"tiny-qwen3-moe-{args.engine}-cpu", logged, sweep_windows, prefill,
+                               limits.deferred_output)
     real = {rate: pooled_summary(runs) for rate, runs in real_runs.items()}
     coefs = ([coef] * args.rounds if args.fit_on == "sweep" else
-             held_out_fits(steps_path, real_runs, work, f"tiny-qwen3-moe-{args.engine}-cpu", overhead or 0.0))
+             held_out_fits(logged, real_runs, work, f"tiny-qwen3-moe-{args.engine}-cpu", overhead or 0.0))
     engines = [limits.engine_config(args.max_running, c) for c in coefs]
     distinct = list(dict.fromkeys(coefs))
     sims = {"sim_as_sent": {rate: simulate_as_sent(coefs, real_runs[rate], engines) for rate in rates},

@@ -22,16 +22,20 @@ SHAPE_FIELDS = ("prefill_tokens", "cached_prefill_tokens", "decode_seqs", "kv_co
                 "prefill_attention_pairs")
 
 
+def step_log_config(base_model: str, steps_path: Path, scale_bounds: tuple[float, float] | None = None) -> str:
+    """A moesched config (TOML text) with only ``[refit]`` on: its online model starts from
+    ``base_model`` (a preset name or coefficient file; ``scale_bounds`` widens its fast scale's
+    bounds) and every timed step is appended to ``steps_path``. Callers may append sections."""
+    options = f"[refit.options]\nscale_bounds = [{scale_bounds[0]}, {scale_bounds[1]}]\n" if scale_bounds else ""
+    return ("[request]\nenabled = false\n[dispatch]\nenabled = false\n"
+            f"[refit]\nenabled = true\nbase_model = {json.dumps(base_model)}\n"
+            f"steps_file = {json.dumps(str(steps_path))}\nlog_interval_steps = 500\n" + options)
+
+
 def write_step_log_config(path: Path, base_model: str, steps_path: Path,
                           scale_bounds: tuple[float, float] | None = None) -> Path:
-    """Write a moesched config with only ``[refit]`` on (its online model starts from
-    ``base_model``, a preset name or coefficient file; ``scale_bounds`` widens its fast scale's
-    bounds) that appends every timed step to ``steps_path``. Returns ``path``."""
-    options = f"[refit.options]\nscale_bounds = [{scale_bounds[0]}, {scale_bounds[1]}]\n" if scale_bounds else ""
-    path.write_text("[request]\nenabled = false\n[dispatch]\nenabled = false\n"
-                    f"[refit]\nenabled = true\nbase_model = {json.dumps(base_model)}\n"
-                    f"steps_file = {json.dumps(str(steps_path))}\nlog_interval_steps = 500\n" + options,
-                    encoding="utf-8")
+    """Write :func:`step_log_config` to ``path``; returns ``path``."""
+    path.write_text(step_log_config(base_model, steps_path, scale_bounds), encoding="utf-8")
     return path
 
 

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from experiments.engines.step_log import calibration_steps, read_step_lines
+from experiments.engines.step_log import calibration_steps
 from experiments.fidelity.invoke import run_moesched
 from experiments.metrics.runs import RunResult, load_runs
 from perf_model.model_file import load_model
@@ -93,27 +93,26 @@ def calibrate(rows: list[dict[str, Any]], work: Path, name: str, request_overhea
     return coef
 
 
-def fit(measured: dict[str, list[float]], work: Path, name: str, steps_path: Path | None,
+def fit(measured: dict[str, list[float]], work: Path, name: str, logged: list[dict[str, Any]] | None,
         windows: list[tuple[float, float]], prefill: list[int], deferred_output: bool = False
         ) -> tuple[Path, list[dict[str, Any]], float | None]:
-    """Calibrate from the sweep's rows, or (``steps_path``, the step log) from the steps logged
-    during the sweep ``windows`` with the per-request overhead measured from the lone prefill
-    requests. Returns the coefficients file, the rows fitted and the measured overhead (s) or None."""
-    if steps_path is None:
+    """Calibrate from the sweep's rows, or (``logged``, the step log's lines,
+    :func:`~experiments.engines.step_log.read_step_lines`) from the steps logged during the sweep
+    ``windows`` with the per-request overhead measured from the lone prefill requests. Returns the
+    coefficients file, the rows fitted and the measured overhead (s) or None."""
+    if logged is None:
         rows = calibration_rows(measured)
         return calibrate(rows, work, name), rows, None
-    logged = read_step_lines(steps_path)
     rows = calibration_steps(logged, windows)
     overhead = lone_request_overhead_s(logged_prefill_points(work, len(windows), prefill, logged,
                                                               deferred_output))
     return calibrate(rows, work, name, overhead), rows, overhead
 
 
-def held_out_fits(steps_path: Path, rounds: dict[float, list[RunResult]], work: Path, name: str,
+def held_out_fits(logged: list[dict[str, Any]], rounds: dict[float, list[RunResult]], work: Path, name: str,
                   request_overhead_s: float) -> list[Path]:
-    """One coefficients file per round: fitted on the steps logged during every *other* round's
-    replays (``rounds``: rate -> runs in round order), the per-request overhead kept fixed."""
-    logged = read_step_lines(steps_path)
+    """One coefficients file per round: fitted on the step-log lines (``logged``) of every *other*
+    round's replays (``rounds``: rate -> runs in round order), the per-request overhead kept fixed."""
     count = len(next(iter(rounds.values())))
     if count < 2:
         raise ValueError("--fit-on held-out-replays: expected >= 2 rounds")

@@ -83,11 +83,11 @@ def test_each_round_is_predicted_by_a_fit_on_the_other_rounds_replay_steps(tmp_p
     steps.write_text("\n".join(lines) + "\n")
     rounds = {3.0: [RunResult("real", {"round_start_monotonic_s": [start]}, {"duration_s": 0.5}, [])
                     for start in (10.0, 20.0)]}
-    coefs = held_out_fits(steps, rounds, tmp_path, "t", 0.004)
+    coefs = held_out_fits(read_step_lines(steps), rounds, tmp_path, "t", 0.004)
     held_out_0, held_out_1 = (calibrated_model(c) for c in coefs)
     shape = BatchShape(decode_seqs=8, kv_context_tokens=800)
     assert held_out_0.step_seconds(shape) == pytest.approx(0.006, rel=0.05)   # round 1's speed
     assert held_out_1.step_seconds(shape) == pytest.approx(0.012, rel=0.05)   # round 0's speed
     assert load_request_overhead(coefs[0]).total_s == pytest.approx(0.004)
     with pytest.raises(ValueError, match=">= 2 rounds"):
-        held_out_fits(steps, {3.0: rounds[3.0][:1]}, tmp_path, "t", 0.004)
+        held_out_fits(read_step_lines(steps), {3.0: rounds[3.0][:1]}, tmp_path, "t", 0.004)

@@ -77,7 +77,7 @@ def test_budget_follows_the_steps_the_refit_model_observes() -> None:
 def test_budget_real_variants_differ_only_in_the_budget() -> None:
     from experiments.benchmarks.budget_real import plugin_config, step_kinds
 
-    with_budget, without = (parse_config(plugin_config(PRESET, slo, "steps.jsonl")) for slo in (30.0, None))
+    with_budget, without = (parse_config(plugin_config(PRESET, slo, Path("steps.jsonl"))) for slo in (30.0, None))
     assert with_budget.refit.steps_file == "steps.jsonl"
     kinds = step_kinds([{"prefill_tokens": 0, "decode_seqs": 4, "step_s": 0.010},
                         {"prefill_tokens": 64, "decode_seqs": 4, "step_s": 0.030},
