@@ -1,10 +1,13 @@
 """Fit :class:`~perf_model.structural.StepCoefficients` to measured steps by least squares.
 
 Rows are measured steps (:class:`StepSample`). The model is linear in its coefficients, so fitting
-is a non-negative least-squares problem on the feature matrix ``X`` [n, 10] (columns in
+is a non-negative least-squares problem on the feature matrix ``X`` [n, 11] (columns in
 :data:`~perf_model.structural.FEATURE_NAMES` order, then the per-request overhead count) against measured seconds ``y`` [n]. Columns the
 caller keeps fixed (or that are all zero in the data, e.g. the all-to-all column without expert
-parallelism) keep their ``base`` value and their contribution is subtracted before fitting.
+parallelism) keep their ``base`` value and their contribution is subtracted before fitting. So does
+``prefill_step_s`` when the data cannot tell it from the other fitted columns (e.g. a sweep whose
+only prefill rows are lone requests, each also carrying one per-request overhead, or data with
+prefill in every row).
 Quality is reported as R^2 and MAPE on the rows.
 
 A row may also contain per-request overheads (``StepSample.request_overheads``: a lone request's
@@ -65,8 +68,21 @@ class FitReport:
     request_overhead_s: float = 0.0
 
 
+#: column of ``prefill_step_s`` (fitted only when the rows can identify it)
+PREFILL_STEP = FEATURE_NAMES.index("prefill_step_s")
+
+
+def _adds_rank(features: np.ndarray, free: np.ndarray, column: int) -> bool:
+    """Whether ``column`` of ``features`` [n, m] is independent of the other ``free`` columns."""
+    others = free.copy()
+    others[column] = False
+    unit = features / np.maximum(np.linalg.norm(features, axis=0), 1e-300)
+    rank = np.linalg.matrix_rank(unit[:, others])
+    return int(np.linalg.matrix_rank(unit[:, others | (np.arange(len(free)) == column)])) > rank
+
+
 def feature_matrix(samples: Sequence[StepSample], structure: ModelStructure) -> np.ndarray:
-    """Features [n, 9] of ``samples`` under ``structure``."""
+    """Features [n, 10] of ``samples`` under ``structure``."""
     return np.array([step_features(s.batch, s.moe, structure) for s in samples], dtype=float)
 
 
@@ -144,6 +160,7 @@ def fit_step_model(samples: Sequence[StepSample], structure: ModelStructure,
     features = np.hstack([feature_matrix(samples, structure), overheads])
     base_vector = np.array([*(getattr(base, n) for n in FEATURE_NAMES), request_overhead_s])
     free = np.array([n not in fixed_names and bool(np.any(features[:, i] != 0)) for i, n in enumerate(names)])
+    free[PREFILL_STEP] &= _adds_rank(features, free, PREFILL_STEP)
     target = measured - features[:, ~free] @ base_vector[~free]
     # scale columns to unit norm so the active-set tolerances do not depend on feature units
     norms = np.linalg.norm(features[:, free], axis=0)

@@ -11,7 +11,7 @@ engine's *speed*.
   ``1 - lam`` (memory ~ ``1 / (1 - lam)`` steps). The relative
   residual is clipped to ``+-residual_clip`` before it enters the update (a lone 10x outlier moves
   ``s`` by at most the clip times the gain) and ``s`` stays within ``scale_bounds``.
-- Slow (every ``refit_every`` steps, over the last ``window`` steps): the nine roofline
+- Slow (every ``refit_every`` steps, over the last ``window`` steps): the ten roofline
   coefficients of :class:`~perf_model.structural.StructuralStepModel` are refit by non-negative
   least squares on relative errors (rows divided by the measured time), with a ridge prior that
   pulls each coefficient towards its current effective value ``s * c``: coefficients the window
@@ -22,8 +22,11 @@ engine's *speed*.
   1); otherwise the last good fit stays.
 - Drift: a two-sided Page-Hinkley test on the signed relative error ``measured / predicted - 1``
   (clipped like the residual; tolerance ``ph_delta``, threshold ``ph_threshold``). On a detection
-  the RLS gain is reset (the scale re-learns at full speed), the window drops the steps of the old regime and a slow refit
-  follows as soon as ``min_refit_samples`` new steps have been seen.
+  the RLS gain is reset (the scale re-learns at full speed), the window drops the steps of the old
+  regime and a slow refit follows as soon as ``min_refit_samples`` new steps have been seen. A
+  detection fewer than ``min_refit_samples`` steps after the previous one keeps the window: a
+  shape the model lacks (a cost it has no term for, paid by some kinds of step only) reads as a
+  stream of drifts, and only the slow refit over a full window can learn it.
 
 Error metric: :attr:`OnlineStepModel.mape` is the mean of ``|predicted - measured| / measured``
 over the last ``error_window`` steps, each prediction made *before* its step was observed
@@ -155,6 +158,7 @@ class OnlineStepModel:
         self._errors: deque[float] = deque(maxlen=self.config.error_window)
         self._drift = PageHinkley(self.config.ph_delta, self.config.ph_threshold)
         self._since_refit = 0
+        self._since_drift = 0
         self.observed = 0
         self.rejected = 0
         self.drifts = 0
@@ -192,6 +196,7 @@ class OnlineStepModel:
             self.rejected += 1
             return
         self.observed += 1
+        self._since_drift += 1
         slow = self.slow.step_seconds(batch, moe)
         predicted = self.scale * slow
         self._errors.append(float(abs(predicted - seconds) / seconds))
@@ -219,10 +224,11 @@ class OnlineStepModel:
     def _on_drift(self) -> None:
         self.drifts += 1
         self._gain_p = 1.0  # restart the RLS: gain ~1/2, then ~1/3, ... down to 1 - lam
-        keep = min(len(self._window), 8)
-        recent = list(self._window)[-keep:] if keep else []
-        self._window.clear()
-        self._window.extend(recent)
+        if self._since_drift >= self.config.min_refit_samples:
+            recent = list(self._window)[-8:]
+            self._window.clear()
+            self._window.extend(recent)
+        self._since_drift = 0
         self._since_refit = max(self._since_refit, self.config.refit_every - self.config.min_refit_samples)
 
     def refit(self) -> bool:

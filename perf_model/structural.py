@@ -3,6 +3,7 @@
 One engine step of ``T = prefill_tokens + decode_seqs`` tokens takes (seconds)
 
     step = overhead
+         + prefill_step    * [prefill_tokens > 0]            a step that prefills takes another path
          + per_token       * T                               activations, norms, per-token kernels
          + per_sequence    * decode_seqs                     sampling, per-sequence bookkeeping
          + dense_compute   * max(0, T - dense_ridge)         dense GEMMs once compute-bound
@@ -17,10 +18,15 @@ reference_imbalance`` from :class:`~perf_model.batch.MoeFactors`: the MoE part o
 the most loaded GPU, so a placement with a lower max/mean load or fewer cross-GPU dispatches gives a
 shorter step.
 
+``prefill_step`` is the fixed extra cost of a step that computes any prefill: GPU engines replay
+decode-only steps from CUDA graphs but launch extend/mixed steps kernel by kernel, and SGLang's CPU
+backend measured ~88 ms for a step that prefills beside decodes however small the chunk, against
+~11 ms for the decode-only step (docs/request_sched.md, ``budget_real``).
+
 Each GEMM costs ``max(weight_bytes / bandwidth, flops / peak)``, which equals ``weight_bytes /
 bandwidth + (flops_per_token / peak) * max(0, T - ridge)`` with ``ridge = (weight_bytes / bandwidth)
 / (flops_per_token / peak)``; the weight-streaming constant folds into ``overhead``. The ridges and
-(E, k) are the fixed structure (:class:`ModelStructure`); the nine coefficients
+(E, k) are the fixed structure (:class:`ModelStructure`); the ten coefficients
 (:class:`StepCoefficients`) enter linearly, so :mod:`perf_model.fit` fits them by non-negative least
 squares. Prediction is plain float arithmetic (a few hundred nanoseconds) because the simulator
 calls it once per engine step.
@@ -75,6 +81,7 @@ class StepCoefficients:
 
     Attributes:
         overhead_s: fixed per-step cost (scheduling, launches, weight streaming below the ridge).
+        prefill_step_s: fixed extra cost of a step with any prefill tokens (kernel path, no graph).
         per_token_s: per token in the step.
         per_sequence_s: per decoding sequence.
         dense_compute_s: per token beyond ``dense_ridge_tokens``.
@@ -86,6 +93,7 @@ class StepCoefficients:
     """
 
     overhead_s: float = 0.0
+    prefill_step_s: float = 0.0
     per_token_s: float = 0.0
     per_sequence_s: float = 0.0
     dense_compute_s: float = 0.0
@@ -108,12 +116,13 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(StepCoefficients))
 
 def step_features(batch: BatchShape, moe: MoeFactors | None,
                   structure: ModelStructure) -> tuple[float, ...]:
-    """The nine feature values of one step, in :data:`FEATURE_NAMES` order (step = coeffs . features)."""
+    """The ten feature values of one step, in :data:`FEATURE_NAMES` order (step = coeffs . features)."""
     tokens = batch.prefill_tokens + batch.decode_seqs
     scale = 1.0 if moe is None else moe.imbalance / structure.reference_imbalance
     remote = 0.0 if moe is None else moe.remote_fraction
     return (
         1.0,
+        1.0 if batch.prefill_tokens > 0 else 0.0,
         float(tokens),
         float(batch.decode_seqs),
         max(0.0, tokens - structure.dense_ridge_tokens),
@@ -150,6 +159,8 @@ class StructuralStepModel:
         tokens = batch.prefill_tokens + batch.decode_seqs
         seconds = (c.overhead_s + c.per_token_s * tokens + c.per_sequence_s * batch.decode_seqs
                    + c.kv_read_s * batch.kv_context_tokens + c.attention_pair_s * batch.attention_pairs)
+        if batch.prefill_tokens > 0:
+            seconds += c.prefill_step_s
         if tokens > st.dense_ridge_tokens:
             seconds += c.dense_compute_s * (tokens - st.dense_ridge_tokens)
         if st.num_experts:

@@ -11,10 +11,20 @@ largest number of uncached prefill tokens ``P`` such that the step-latency model
 for the current decode batch (``D`` sequences holding ``KV`` context tokens) and ``K`` cached
 prompt tokens the prefilling requests will read. ``P`` is found by bisection over integers in
 ``[0, max_budget]`` (the step time grows with ``P``; about log2(max_budget) model calls), then
-rounded down to ``granularity`` tokens. Floor: if even the smallest budget breaks the SLO (the
-decode batch alone is too slow, or the SLO is tighter than one step) the result is
-``min_budget``, so waiting requests keep getting prefilled instead of starving; and a step with no
-decode sequences has no TPOT to protect, so it gets ``max_budget``.
+rounded down to ``granularity`` tokens. A step with no decode sequences has no TPOT to protect, so
+it gets ``max_budget``.
+
+When no budget of at least ``min_budget`` keeps the step within the SLO (the decode batch alone is
+too slow, or every step that prefills costs more than the SLO, as on a backend whose mixed steps
+carry a large fixed cost), some prefill must still run, and the budget is the one of ``min_budget``
+and the step's limit (``max_budget``, or less when the host says so) that costs the decodes less
+step time per prefill token::
+
+    (step(P) - step(0)) / P
+
+A fixed cost per prefilling step makes small chunks expensive (the same prompt in more steps pays
+it more often), so the limit wins; without one the model's shape decides (ties keep
+``min_budget``, which spreads the prefill over more, shorter steps).
 """
 
 from __future__ import annotations
@@ -67,31 +77,44 @@ class SloTokenBudget:
             )
         )
 
-    def budget(self, decode_seqs: int, kv_context_tokens: int, cached_prefill_tokens: int = 0) -> int:
-        """Prefill token budget for the next step (tokens, in ``[min_budget, max_budget]``).
+    def budget(self, decode_seqs: int, kv_context_tokens: int, cached_prefill_tokens: int = 0,
+               limit: int | None = None) -> int:
+        """Prefill token budget for the next step (tokens, in ``[0, min(max_budget, limit)]``).
 
         Args:
             decode_seqs: running sequences that decode in the step.
             kv_context_tokens: KV tokens those sequences read (summed).
             cached_prefill_tokens: cached prompt tokens the prefilling requests will read.
+            limit: the most prefill the host's own limits allow this step (tokens; default
+                ``max_budget``). ``min_budget`` is lowered to it when it is smaller.
         """
+        top = self.max_budget if limit is None else max(0, min(self.max_budget, limit))
         if decode_seqs <= 0:
-            return self.max_budget
+            return top
 
         def fits(tokens: int) -> bool:
             seconds = self.step_seconds(tokens, decode_seqs, kv_context_tokens, cached_prefill_tokens)
             return seconds <= self.tpot_slo_s
 
-        if fits(self.max_budget):
-            return self.max_budget
-        lo, hi = 0, self.max_budget  # invariant: hi does not fit; lo fits unless lo == 0
-        if not fits(0):
-            return self.min_budget
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(mid):
-                lo = mid
-            else:
-                hi = mid
+        if fits(top):
+            return top
+        lo, hi = 0, top  # invariant: hi does not fit; lo fits unless lo == 0
+        if fits(0):
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if fits(mid):
+                    lo = mid
+                else:
+                    hi = mid
         best = lo // self.granularity * self.granularity
-        return max(self.min_budget, best)
+        floor = min(self.min_budget, top)
+        if best >= floor:
+            return best
+
+        def delay_per_token(tokens: int) -> float:
+            """Step time the decodes lose per prefill token when ``tokens`` (> 0) are prefilled."""
+            extra = (self.step_seconds(tokens, decode_seqs, kv_context_tokens, cached_prefill_tokens)
+                     - self.step_seconds(0, decode_seqs, kv_context_tokens, cached_prefill_tokens))
+            return extra / tokens
+
+        return top if delay_per_token(top) < delay_per_token(floor) else floor

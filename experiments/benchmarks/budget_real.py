@@ -12,7 +12,7 @@ Each round starts a fresh server per configuration (in alternating order), warms
 replays the Azure conv trace (``--requests`` requests clipped to 2,048 tokens, at ``--rate``).
 Prints mean/P99 TTFT, mean/P99 TPOT, P99 ITL and output tokens/s per run, the scheduler's own
 step times during the replay by kind (decode-only, prefill-only, mixed: prefill beside decodes;
-from the ``[refit]`` step log) and the pooled ratios budget / no-budget; writes JSON (``--out``).
+from the ``[refit]`` step log) with its online model's one-step-ahead predictions of them and the pooled ratios budget / no-budget; writes JSON (``--out``).
 The server logs (``logs/engines/``) carry the budget's decisions (``moesched token budget``) and
 the online model's scale (``moesched step model``).
 
@@ -53,14 +53,18 @@ def plugin_config(base_model: str, tpot_slo_ms: float | None, steps_path: Path) 
 
 
 def step_kinds(steps: list[dict[str, Any]]) -> dict[str, float]:
-    """Count and mean duration (ms) of logged steps by kind: ``decode`` (no prefill), ``prefill``
-    (no decodes), ``mixed`` (prefill beside decodes)."""
-    kinds: dict[str, list[float]] = {"decode": [], "prefill": [], "mixed": []}
+    """Count, mean duration (ms) and mean one-step-ahead prediction of the scheduler's online model
+    (ms) of logged steps by kind: ``decode`` (no prefill), ``prefill`` (no decodes), ``mixed``
+    (prefill beside decodes)."""
+    kinds: dict[str, list[dict[str, Any]]] = {"decode": [], "prefill": [], "mixed": []}
     for row in steps:
-        kind = ("mixed" if row["decode_seqs"] else "prefill") if row["prefill_tokens"] else "decode"
-        kinds[kind].append(1e3 * row["step_s"])
-    return {**{f"steps_{k}": float(len(v)) for k, v in kinds.items()},
-            **{f"step_{k}_ms": statistics.fmean(v) if v else 0.0 for k, v in kinds.items()}}
+        kinds[("mixed" if row["decode_seqs"] else "prefill") if row["prefill_tokens"] else "decode"].append(row)
+    out: dict[str, float] = {}
+    for kind, rows in kinds.items():
+        out[f"steps_{kind}"] = float(len(rows))
+        out[f"step_{kind}_ms"] = statistics.fmean(1e3 * r["step_s"] for r in rows) if rows else 0.0
+        out[f"step_{kind}_predicted_ms"] = statistics.fmean(1e3 * r["predicted_s"] for r in rows) if rows else 0.0
+    return out
 
 
 def replay(config_path: Path, steps_path: Path, work: Path, out: Path, rate: float, requests: int,

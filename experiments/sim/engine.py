@@ -235,7 +235,7 @@ class SimEngine:
         mixed = not by_policy or config.mixed_chunk
         budget = config.max_batched_tokens - (self.decode_seqs if mixed else 0)
         if config.budget is not None:
-            budget = min(budget, config.budget.budget(self.decode_seqs, self.decode_kv))
+            budget = config.budget.budget(self.decode_seqs, self.decode_kv, limit=budget)
         decode_room = self.decode_seqs if mixed else 0
         preempted = self._continue_prefills(budget, decode_room, now) or preempted
         budget -= sum(chunk for _, chunk in self._scheduled)

@@ -6,7 +6,9 @@ prefill limits, ``rem_input_tokens`` (``--max-prefill-tokens``) and ``rem_chunk_
 (``--chunked-prefill-size``), both already reduced by the decode count under
 ``--enable-mixed-chunk``. The hook lowers both to :meth:`SloTokenBudget.budget` for the running
 batch (``D = len(running_batch.reqs)`` decoding sequences holding ``sum(req.seqlen)`` KV tokens),
-so the step the pass forms stays within the TPOT SLO by the step model. It only ever lowers the
+so the step the pass forms stays within the TPOT SLO by the step model (or, when no prefill
+fits the SLO, the pass's own limits if the model says small chunks cost the decodes more per
+prefill token, as a fixed cost per prefilling step makes them). It only ever lowers the
 limits SGLang set; the chunked request and the adder's own checks are untouched, and a pass with
 nothing decoding keeps SGLang's limits (no TPOT to protect).
 
@@ -51,8 +53,9 @@ class TokenBudgetHook:
             if not reqs:
                 return
             decode_seqs, kv_tokens = len(reqs), sum(req.seqlen for req in reqs)
-            tokens = self.budget.budget(decode_seqs, kv_tokens)
             before = (adder.rem_input_tokens, adder.rem_chunk_tokens)
+            limit = min(t for t in before if t is not None)
+            tokens = self.budget.budget(decode_seqs, kv_tokens, limit=limit)
             adder.rem_input_tokens = min(adder.rem_input_tokens, tokens)
             if adder.rem_chunk_tokens is not None:
                 adder.rem_chunk_tokens = min(adder.rem_chunk_tokens, tokens)

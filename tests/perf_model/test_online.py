@@ -114,3 +114,27 @@ def test_page_hinkley_detects_shift_not_noise():
 def test_config_validation(field, value):
     with pytest.raises(ValueError, match=field):
         OnlineRefitConfig(**{field: value})
+
+
+def test_slow_refit_learns_a_fixed_cost_of_prefilling_steps():
+    """SGLang's CPU backend: decode-only steps ~11 ms, any step that prefills ~77 ms more. A base
+    model without that term learns it, and the token budget priced by the model stops splitting."""
+    from perf_model.structural import ModelStructure, StepCoefficients
+    from request_sched.token_budget import SloTokenBudget
+
+    shape = dict(overhead_s=0.005, per_token_s=2e-5, per_sequence_s=3e-4, kv_read_s=1e-7)
+    base = StructuralStepModel(ModelStructure(), StepCoefficients(**shape))
+    truth = StructuralStepModel(ModelStructure(), StepCoefficients(**shape, prefill_step_s=0.077))
+    rng = np.random.default_rng(4)
+    batches = [BatchShape(prefill_tokens=int(rng.integers(16, 512)) if rng.random() < 0.15 else 0,
+                          decode_seqs=16, kv_context_tokens=int(rng.integers(4_000, 20_000)))
+               for _ in range(1000)]
+    model = OnlineStepModel(base)
+    _feed(model, truth, batches, rng)
+    assert model.refits_accepted > 0
+    for probe in (BatchShape(decode_seqs=16, kv_context_tokens=16_000),
+                  BatchShape(prefill_tokens=64, decode_seqs=16, kv_context_tokens=16_064)):
+        assert model.step_seconds(probe) == pytest.approx(truth.step_seconds(probe), rel=0.15)
+    frozen = SloTokenBudget(base, tpot_slo_s=0.03, max_budget=2048, min_budget=64)
+    learnt = SloTokenBudget(model, tpot_slo_s=0.03, max_budget=2048, min_budget=64)
+    assert frozen.budget(16, 16_000) < 2048 == learnt.budget(16, 16_000)

@@ -79,12 +79,14 @@ def test_budget_real_variants_differ_only_in_the_budget() -> None:
 
     with_budget, without = (parse_config(plugin_config(PRESET, slo, Path("steps.jsonl"))) for slo in (30.0, None))
     assert with_budget.refit.steps_file == "steps.jsonl"
-    kinds = step_kinds([{"prefill_tokens": 0, "decode_seqs": 4, "step_s": 0.010},
-                        {"prefill_tokens": 64, "decode_seqs": 4, "step_s": 0.030},
-                        {"prefill_tokens": 64, "decode_seqs": 2, "step_s": 0.050},
-                        {"prefill_tokens": 512, "decode_seqs": 0, "step_s": 0.020}])
-    assert kinds == {"steps_decode": 1.0, "steps_prefill": 1.0, "steps_mixed": 2.0,
-                     "step_decode_ms": 10.0, "step_prefill_ms": 20.0, "step_mixed_ms": pytest.approx(40.0)}
+    kinds = step_kinds([{"prefill_tokens": 0, "decode_seqs": 4, "step_s": 0.010, "predicted_s": 0.012},
+                        {"prefill_tokens": 64, "decode_seqs": 4, "step_s": 0.030, "predicted_s": 0.020},
+                        {"prefill_tokens": 64, "decode_seqs": 2, "step_s": 0.050, "predicted_s": 0.040},
+                        {"prefill_tokens": 512, "decode_seqs": 0, "step_s": 0.020, "predicted_s": 0.025}])
+    assert kinds == pytest.approx({
+        "steps_decode": 1.0, "steps_prefill": 1.0, "steps_mixed": 2.0,
+        "step_decode_ms": 10.0, "step_prefill_ms": 20.0, "step_mixed_ms": 40.0,
+        "step_decode_predicted_ms": 12.0, "step_prefill_predicted_ms": 25.0, "step_mixed_predicted_ms": 30.0})
     assert with_budget.budget.enabled and with_budget.budget.step_model == REFIT_MODEL
     assert with_budget.budget.tpot_slo_ms == 30.0 and not without.budget.enabled
     assert with_budget.refit == without.refit and with_budget.refit.enabled

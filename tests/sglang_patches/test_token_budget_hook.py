@@ -76,3 +76,17 @@ def test_registered_after_prefill_adder_init(monkeypatch: pytest.MonkeyPatch) ->
     hook = TokenBudgetHook(SloTokenBudget(MODEL, 0.03), DecisionLog(0, 0))
     hook.register()
     assert [(t, h) for t, h, _ in HookRegistry._hooks[PREFILL_ADDER_INIT]] == [(HookType.AFTER, hook.after_init)]
+
+
+def test_leaves_the_limits_when_every_prefilling_step_breaks_the_slo() -> None:
+    """SGLang's CPU backend: a step that prefills costs ~77 ms more than the decodes alone, above a
+    30 ms SLO at any chunk, so cutting the chunk would only pay that cost more often."""
+    from perf_model.structural import ModelStructure, StepCoefficients, StructuralStepModel
+
+    cpu = StructuralStepModel(ModelStructure(), StepCoefficients(
+        overhead_s=0.005, prefill_step_s=0.077, per_token_s=2e-5, per_sequence_s=3e-4))
+    hook = TokenBudgetHook(SloTokenBudget(cpu, 0.030, max_budget=65536, min_budget=64), DecisionLog(0, 0))
+    made = adder(running=16, rem_input=2048 - 16, rem_chunk=2048 - 16)
+    hook.after_init(None, made)
+    assert (made.rem_input_tokens, made.rem_chunk_tokens) == (2032, 2032)
+    assert (hook.passes, hook.capped) == (1, 0)
