@@ -40,6 +40,18 @@ def test_fit_recovers_known_coefficients():
     assert "all_to_all_s" not in report.fitted  # no remote traffic in the rows: not identifiable
 
 
+def test_prefill_step_cost_fitted_only_when_the_rows_identify_it():
+    rng = np.random.default_rng(5)
+    truth = StructuralStepModel(STRUCTURE, StepCoefficients(**{**TRUE.__dict__, "prefill_step_s": 0.05}))
+    mixed = _samples(truth, 300, rng)  # decode-only and prefilling steps
+    report = fit_step_model(mixed, STRUCTURE)
+    assert "prefill_step_s" in report.fitted
+    assert report.model.coefficients.prefill_step_s == pytest.approx(0.05, rel=1e-4)
+    every_row_prefills = [s for s in mixed if s.batch.prefill_tokens > 0]  # the column equals overhead's
+    report = fit_step_model(every_row_prefills, STRUCTURE)
+    assert "prefill_step_s" not in report.fitted and report.model.coefficients.prefill_step_s == 0
+
+
 def test_noisy_fit_reports_imperfect_quality():
     rng = np.random.default_rng(1)
     truth = StructuralStepModel(STRUCTURE, TRUE)
