@@ -122,6 +122,8 @@ class LoadTracker:
         """Merge each engine's latest report with the books (see the module docstring)."""
         stale_before = now - self.stale_after_s
         report_s, last_dispatch = self._report_s, self._last_dispatch_s
+        since_count, since_pending, since_prompt = (self._since_count, self._since_pending,
+                                                    self._since_prompt)
         any_stale = False
         for load in loads:
             reported, engine = load.reported_s, load.engine_id
@@ -130,17 +132,15 @@ class LoadTracker:
             elif reported != report_s[engine]:
                 if reported >= last_dispatch[engine]:  # nothing sent since the report
                     report_s[engine] = reported
-                    self._since_count[engine] = 0
-                    self._since_pending[engine] = self._since_prompt[engine] = 0
+                    since_count[engine] = since_pending[engine] = since_prompt[engine] = 0
                 else:
                     self._rebase(engine, reported)
         ids = [load.engine_id for load in loads]
         capacity = [cap if (cap := load.kv_capacity_tokens) > 0 else 1 for load in loads]
-        since_count, since_pending = self._since_count, self._since_pending
         outstanding = [load.running + load.waiting + since_count[e] for load, e in zip(loads, ids)]
         running = [load.running for load in loads]
         pending = [load.pending_prefill_tokens + since_pending[e] for load, e in zip(loads, ids)]
-        kv_used = [load.kv_used_tokens + self._since_prompt[e] for load, e in zip(loads, ids)]
+        kv_used = [load.kv_used_tokens + since_prompt[e] for load, e in zip(loads, ids)]
         if any_stale:  # replace stale reports by the dispatcher's own books
             for i, load in enumerate(loads):
                 if load.reported_s < stale_before:

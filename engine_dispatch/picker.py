@@ -18,8 +18,8 @@ class ArgmaxPicker:
         self._last = -1
 
     def pick(self, engine_ids: Sequence[int], scores: Sequence[float]) -> int:
-        best = max(scores)
-        tied = [engine for engine, score in zip(engine_ids, scores) if score >= best - TIE_EPSILON]
+        floor = max(scores) - TIE_EPSILON
+        tied = [engine for engine, score in zip(engine_ids, scores) if score >= floor]
         last = self._last
         choice = next((engine for engine in tied if engine > last), tied[0])
         self._last = choice

@@ -101,6 +101,9 @@ class PrefixIndex:
 
     @staticmethod
     def _assign(matched: list[int], mask: int, depth: int) -> None:
+        """Set ``matched[e] = depth`` for each engine ``e`` in ``mask`` (0 is the default)."""
+        if not depth:
+            return
         while mask:
             low = mask & -mask
             matched[low.bit_length() - 1] = depth

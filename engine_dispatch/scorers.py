@@ -3,7 +3,11 @@
 Cost-type scorers use the *ratio-to-best* normalisation ``score_e = (c + min_j x_j) / (c + x_e)``:
 the cheapest engine scores 1, an engine with twice the (offset) cost 0.5; the offset ``c`` (a
 scorer parameter, in the cost's unit) keeps idle engines from dividing by zero and sets how much a
-small absolute difference matters. Scores are lists aligned with ``Decision.candidates``.
+small absolute difference matters.
+
+A scorer adds its weighted scores to the dispatcher's running total in the same pass that computes
+them (``total_e + weight * score_e``, lists aligned with ``Decision.candidates``): at 64 engines a
+separate pass per scorer to combine the lists cost about as much as the scoring itself.
 """
 
 from __future__ import annotations
@@ -37,15 +41,17 @@ class Decision:
 
 
 class Scorer(Protocol):
-    def scores(self, decision: Decision) -> list[float]:
-        """One score in [0, 1] per candidate."""
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
+        """``total_e + weight * score_e`` for each candidate ``e``, with ``score_e`` in [0, 1];
+        may update ``total`` in place and return it."""
         ...
 
 
-def ratio_to_best(costs: Sequence[float], offset: float) -> list[float]:
-    """``(offset + min(costs)) / (offset + cost)`` for each cost >= 0; offset > 0."""
+def add_ratio_to_best(total: list[float], weight: float, costs: Sequence[float],
+                      offset: float) -> list[float]:
+    """``total_e + weight * (offset + min(costs)) / (offset + cost_e)``; costs >= 0, offset > 0."""
     best = offset + min(costs)
-    return [best / (offset + cost) for cost in costs]
+    return [acc + weight * (best / (offset + cost)) for acc, cost in zip(total, costs)]
 
 
 class PrefixLoadScorer:
@@ -58,10 +64,10 @@ class PrefixLoadScorer:
     def __init__(self, scale_tokens: float) -> None:
         self.scale_tokens = scale_tokens
 
-    def scores(self, decision: Decision) -> list[float]:
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
         costs = [pending + uncached for pending, uncached in
                  zip(decision.candidates.pending_prefill_tokens, decision.uncached_tokens)]
-        return ratio_to_best(costs, self.scale_tokens)
+        return add_ratio_to_best(total, weight, costs, self.scale_tokens)
 
 
 class KvUseScorer:
@@ -74,19 +80,21 @@ class KvUseScorer:
     def __init__(self, saturation: float) -> None:
         self.saturation = saturation
 
-    def scores(self, decision: Decision) -> list[float]:
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
         c = decision.candidates
         sat = self.saturation
-        return [score if (score := 1.0 - (used + uncached) / (cap * sat)) > 0.0 else 0.0
-                for used, uncached, cap in
-                zip(c.kv_used_tokens, decision.uncached_tokens, c.kv_capacity_tokens)]
+        return [acc + weight * (score if (score := 1.0 - (used + uncached) / (cap * sat)) > 0.0
+                                else 0.0)
+                for acc, used, uncached, cap in
+                zip(total, c.kv_used_tokens, decision.uncached_tokens, c.kv_capacity_tokens)]
 
 
 class StickinessScorer:
     """1 for the engine the request's session last used (within its TTL) unless it is overloaded.
 
     Overloaded: outstanding_e > overload_rel * mean outstanding + overload_abs, or KV fraction
-    >= max_kv_fraction. Everyone else (and every engine when there is no live session) scores 0.
+    >= max_kv_fraction. Everyone else (and every engine when there is no live session) scores 0,
+    so at most one entry of the total changes.
     """
 
     def __init__(self, sessions: SessionTable, overload_rel: float, overload_abs: float,
@@ -96,18 +104,19 @@ class StickinessScorer:
         self.overload_abs = overload_abs
         self.max_kv_fraction = max_kv_fraction
 
-    def scores(self, decision: Decision) -> list[float]:
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
         c = decision.candidates
-        result = [0.0] * len(c)
         owner = self.sessions.owner(decision.request.session_id, decision.now)
-        if owner is None or owner not in c.engine_id:
-            return result
-        i = c.engine_id.index(owner)
+        try:
+            i = c.engine_id.index(owner)  # None (no live session) is never an engine id
+        except ValueError:
+            return total
         mean = sum(c.outstanding) / len(c)
         overloaded = (c.outstanding[i] > self.overload_rel * mean + self.overload_abs
                       or c.kv_used_tokens[i] >= self.max_kv_fraction * c.kv_capacity_tokens[i])
-        result[i] = 0.0 if overloaded else 1.0
-        return result
+        if not overloaded:
+            total[i] += weight * 1.0
+        return total
 
 
 class LeastLoadScorer:
@@ -116,8 +125,9 @@ class LeastLoadScorer:
     def __init__(self, scale_requests: float) -> None:
         self.scale_requests = scale_requests
 
-    def scores(self, decision: Decision) -> list[float]:
-        return ratio_to_best(decision.candidates.outstanding, self.scale_requests)
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
+        return add_ratio_to_best(total, weight, decision.candidates.outstanding,
+                                 self.scale_requests)
 
 
 def _bucket(value: int) -> int:
@@ -165,13 +175,13 @@ class PredictedLoadScorer:
             seconds += one + (full - one) * (rest - 1) / max(1, chunk - 1)
         return seconds
 
-    def scores(self, decision: Decision) -> list[float]:
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
         c = decision.candidates
         drain = self.drain_seconds
-        return ratio_to_best([drain(running, kv, pending + uncached) for running, kv, pending,
-                              uncached in zip(c.running, c.kv_used_tokens,
-                                              c.pending_prefill_tokens, decision.uncached_tokens)],
-                             self.scale_s)
+        seconds = [drain(running, kv, pending + uncached) for running, kv, pending, uncached in
+                   zip(c.running, c.kv_used_tokens, c.pending_prefill_tokens,
+                       decision.uncached_tokens)]
+        return add_ratio_to_best(total, weight, seconds, self.scale_s)
 
     def _steps(self, key: tuple[int, int]) -> tuple[float, float]:
         if len(self._memo) >= self._MEMO_LIMIT:

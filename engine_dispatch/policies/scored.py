@@ -80,34 +80,46 @@ class ScoredDispatcher(Dispatcher):
     def pick(self, request: DispatchRequest, engines: Sequence[EngineLoad], now: float) -> int:
         candidates = self.tracker.estimate_all(healthy_engines(engines), now)
         if self.config.dispatch.filter_kv_saturated:
-            limit = self.config.kv_use.saturation
-            roomy = [i for i, (used, cap) in enumerate(zip(candidates.kv_used_tokens,
-                                                           candidates.kv_capacity_tokens))
-                     if used < limit * cap]
-            if 0 < len(roomy) < len(candidates):
-                candidates = candidates.subset(roomy)
-        prompt = request.prompt_tokens
-        if self._uses_prefix:
-            matched = self.index.matched_blocks(request.block_hashes)
-            self._last_matched = (request.request_id, matched)
-            block_tokens = self.config.dispatch.block_tokens
-            uncached = [left if (left := prompt - matched[engine] * block_tokens) > 0 else 0
-                        for engine in candidates.engine_id]
-        else:
-            uncached = [prompt] * len(candidates)
-        decision = Decision(request, now, candidates, uncached)
+            candidates = self._roomy(candidates)
+        decision = Decision(request, now, candidates, self._uncached_tokens(request, candidates))
         total = [0.0] * len(candidates)
         for name, weight in self.weights_for(candidates).items():
             if weight > 0:
-                scores = self._scorers[name].scores(decision)
-                total = [acc + weight * score for acc, score in zip(total, scores)]
+                total = self._scorers[name].add_scores(decision, weight, total)
         choice = self._picker.pick(candidates.engine_id, total)
-        if self._uses_prefix:  # the engine cannot cache more than its KV pool holds
+        if self._uses_prefix:
             capacity = candidates.kv_capacity_tokens[candidates.engine_id.index(choice)]
-            if capacity > 1:
-                self.index.set_capacity(choice, min(self.config.dispatch.index_capacity_blocks,
-                                                    capacity // self.config.dispatch.block_tokens))
+            self._bound_index(choice, capacity)
         return choice
+
+    def _roomy(self, candidates: Estimates) -> Estimates:
+        """Candidates whose KV fraction is below ``kv_use.saturation``, unless that is none."""
+        limit = self.config.kv_use.saturation
+        roomy = [i for i, (used, cap) in enumerate(zip(candidates.kv_used_tokens,
+                                                       candidates.kv_capacity_tokens))
+                 if used < limit * cap]
+        return candidates.subset(roomy) if 0 < len(roomy) < len(candidates) else candidates
+
+    def _uncached_tokens(self, request: DispatchRequest, candidates: Estimates) -> list[int]:
+        """Prompt tokens each candidate lacks in its believed prefix cache (>= 0, one per
+        candidate); remembers the match for :meth:`on_dispatched`."""
+        prompt = request.prompt_tokens
+        if not self._uses_prefix:
+            return [prompt] * len(candidates)
+        matched = self.index.matched_blocks(request.block_hashes)
+        self._last_matched = (request.request_id, matched)
+        if not any(matched):  # no engine holds the first block: skip the per-engine arithmetic
+            return [max(0, prompt)] * len(candidates)
+        block_tokens = self.config.dispatch.block_tokens
+        return [left if (left := prompt - matched[engine] * block_tokens) > 0 else 0
+                for engine in candidates.engine_id]
+
+    def _bound_index(self, engine_id: int, kv_capacity_tokens: int) -> None:
+        """The engine cannot cache more blocks than its KV pool holds."""
+        if kv_capacity_tokens > 1:
+            dispatch = self.config.dispatch
+            self.index.set_capacity(engine_id, min(dispatch.index_capacity_blocks,
+                                                   kv_capacity_tokens // dispatch.block_tokens))
 
     def weights_for(self, candidates: Estimates) -> dict[str, float]:
         """The weight set in force: ``[weights]``, or the GAPS ``[hybrid]`` below/above set."""
