@@ -350,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="no run: recompute the analysis of --out from the rows in --work-dir")
     args = parser.parse_args(argv)
     if args.reanalyse:
-        return reanalyse(args)
+        try:
+            return reanalyse(args)
+        except (OSError, ValueError, KeyError) as exc:  # missing or malformed result / step rows
+            print(f"error: --reanalyse {args.out} with rows in {args.work_dir}: {exc}", file=sys.stderr)
+            return 2
     cores = {int(c) for c in args.cores.split(",")}
     engine_nice = os.getpriority(os.PRIO_PROCESS, 0)  # the server inherits this script's
     burner_nice = engine_nice if args.burner_nice is None else args.burner_nice
