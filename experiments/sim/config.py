@@ -21,9 +21,10 @@ PREFILL_ORDERS: tuple[str, ...] = ("admission", "policy")
 class PrefillBudget(Protocol):
     """Per-step prefill token budget (e.g. :class:`request_sched.token_budget.SloTokenBudget`)."""
 
-    def budget(self, decode_seqs: int, kv_context_tokens: int) -> int:
+    def budget(self, decode_seqs: int, kv_context_tokens: int, cached_prefill_tokens: int = 0,
+               limit: int | None = None) -> int:
         """Prefill tokens the next step may add to ``decode_seqs`` decoding sequences that hold
-        ``kv_context_tokens`` KV tokens (>= 0)."""
+        ``kv_context_tokens`` KV tokens (0 <= result <= ``limit``, the step's own token limit)."""
         ...
 
 
@@ -45,7 +46,7 @@ class EngineConfig:
             ``WaitingRequest.cached_tokens`` is current for cache-aware policies) while the queue
             holds at most this many requests (SGLang's lpm stops matching above 128).
         budget: optional per-step prefill budget; a step then prefills at most
-            ``min(budget.budget(...), max_batched_tokens - decode_seqs)`` tokens.
+            ``budget.budget(..., limit=max_batched_tokens - decode_seqs)`` tokens.
         prefill_order: ``"admission"`` (vLLM V1: every step carries the decodes; unfinished
             prefills continue first, in admission order, then waiting requests are admitted in
             policy order) or ``"policy"`` (SGLang 0.5.23: a request waits until a prefill batch
