@@ -73,12 +73,12 @@ PREFILL_STEP = FEATURE_NAMES.index("prefill_step_s")
 
 
 def _adds_rank(features: np.ndarray, free: np.ndarray, column: int) -> bool:
-    """Whether ``column`` of ``features`` [n, m] is independent of the other ``free`` columns."""
+    """Whether ``column`` (one of the ``free`` columns of ``features`` [n, m]) is independent of
+    the other free columns."""
     others = free.copy()
     others[column] = False
     unit = features / np.maximum(np.linalg.norm(features, axis=0), 1e-300)
-    rank = np.linalg.matrix_rank(unit[:, others])
-    return int(np.linalg.matrix_rank(unit[:, others | (np.arange(len(free)) == column)])) > rank
+    return np.linalg.matrix_rank(unit[:, free]) > np.linalg.matrix_rank(unit[:, others])
 
 
 def feature_matrix(samples: Sequence[StepSample], structure: ModelStructure) -> np.ndarray:
@@ -160,7 +160,8 @@ def fit_step_model(samples: Sequence[StepSample], structure: ModelStructure,
     features = np.hstack([feature_matrix(samples, structure), overheads])
     base_vector = np.array([*(getattr(base, n) for n in FEATURE_NAMES), request_overhead_s])
     free = np.array([n not in fixed_names and bool(np.any(features[:, i] != 0)) for i, n in enumerate(names)])
-    free[PREFILL_STEP] &= _adds_rank(features, free, PREFILL_STEP)
+    if free[PREFILL_STEP]:
+        free[PREFILL_STEP] = _adds_rank(features, free, PREFILL_STEP)
     target = measured - features[:, ~free] @ base_vector[~free]
     # scale columns to unit norm so the active-set tolerances do not depend on feature units
     norms = np.linalg.norm(features[:, free], axis=0)

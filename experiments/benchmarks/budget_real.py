@@ -12,7 +12,8 @@ Each round starts a fresh server per configuration (in alternating order), warms
 replays the Azure conv trace (``--requests`` requests clipped to 2,048 tokens, at ``--rate``).
 Prints mean/P99 TTFT, mean/P99 TPOT, P99 ITL and output tokens/s per run, the scheduler's own
 step times during the replay by kind (decode-only, prefill-only, mixed: prefill beside decodes;
-from the ``[refit]`` step log) with its online model's one-step-ahead predictions of them and the pooled ratios budget / no-budget; writes JSON (``--out``).
+from the ``[refit]`` step log) with its online model's one-step-ahead predictions of them, and
+the pooled ratios budget / no-budget; writes JSON (``--out``).
 The server logs (``logs/engines/``) carry the budget's decisions (``moesched token budget``) and
 the online model's scale (``moesched step model``).
 

@@ -21,8 +21,7 @@ PREFILL_ORDERS: tuple[str, ...] = ("admission", "policy")
 class PrefillBudget(Protocol):
     """Per-step prefill token budget (e.g. :class:`request_sched.token_budget.SloTokenBudget`)."""
 
-    def budget(self, decode_seqs: int, kv_context_tokens: int, cached_prefill_tokens: int = 0,
-               limit: int | None = None) -> int:
+    def budget(self, decode_seqs: int, kv_context_tokens: int, *, limit: int) -> int:
         """Prefill tokens the next step may add to ``decode_seqs`` decoding sequences that hold
         ``kv_context_tokens`` KV tokens (0 <= result <= ``limit``, the step's own token limit)."""
         ...

@@ -10,7 +10,8 @@ import pytest
 from perf_model.batch import BatchShape
 from perf_model.online import OnlineRefitConfig, OnlineStepModel, PageHinkley
 from perf_model.presets import preset_model
-from perf_model.structural import StructuralStepModel
+from perf_model.structural import ModelStructure, StepCoefficients, StructuralStepModel
+from request_sched.token_budget import SloTokenBudget
 
 #: steps after a x1.6 speed change within which the windowed MAPE must be back under 10%
 RECOVERY_STEPS = 80
@@ -119,9 +120,6 @@ def test_config_validation(field, value):
 def test_slow_refit_learns_a_fixed_cost_of_prefilling_steps():
     """SGLang's CPU backend: decode-only steps ~11 ms, any step that prefills ~77 ms more. A base
     model without that term learns it, and the token budget priced by the model stops splitting."""
-    from perf_model.structural import ModelStructure, StepCoefficients
-    from request_sched.token_budget import SloTokenBudget
-
     shape = dict(overhead_s=0.005, per_token_s=2e-5, per_sequence_s=3e-4, kv_read_s=1e-7)
     base = StructuralStepModel(ModelStructure(), StepCoefficients(**shape))
     truth = StructuralStepModel(ModelStructure(), StepCoefficients(**shape, prefill_step_s=0.077))

@@ -17,6 +17,7 @@ from sglang.srt.managers.schedule_policy import PrefillAdder  # noqa: E402
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType  # noqa: E402
 
 from perf_model.model_file import resolve_model  # noqa: E402
+from perf_model.structural import ModelStructure, StepCoefficients, StructuralStepModel  # noqa: E402
 from request_sched.token_budget import SloTokenBudget  # noqa: E402
 from sglang_patches.decision_log import DecisionLog  # noqa: E402
 from sglang_patches.hooks.token_budget import PREFILL_ADDER_INIT, TokenBudgetHook  # noqa: E402
@@ -81,8 +82,6 @@ def test_registered_after_prefill_adder_init(monkeypatch: pytest.MonkeyPatch) ->
 def test_leaves_the_limits_when_every_prefilling_step_breaks_the_slo() -> None:
     """SGLang's CPU backend: a step that prefills costs ~77 ms more than the decodes alone, above a
     30 ms SLO at any chunk, so cutting the chunk would only pay that cost more often."""
-    from perf_model.structural import ModelStructure, StepCoefficients, StructuralStepModel
-
     cpu = StructuralStepModel(ModelStructure(), StepCoefficients(
         overhead_s=0.005, prefill_step_s=0.077, per_token_s=2e-5, per_sequence_s=3e-4))
     hook = TokenBudgetHook(SloTokenBudget(cpu, 0.030, max_budget=65536, min_budget=64), DecisionLog(0, 0))
