@@ -6,6 +6,11 @@ queue, in arrival order. When a slot frees, the head is released (sent). While a
 the pure :class:`~engine_dispatch.rebalance.SelectiveRebalancer` may re-target it to another
 engine (it joins the back of that engine's hold queue); once released it never moves again.
 
+A host that learns completions only from the engines' own reports (SGLang's DP controller sees
+no request finish) calls ``report_occupancy`` with the requests each report counts and
+``finished`` for every sent request a report has come to count: ``in_flight`` is then "sent and not
+yet in a report", and an engine is full when the two together reach ``max_in_flight``.
+
 Every request is in exactly one state: *held* on one engine, *sent* to one engine, or gone.
 Transitions (all O(1) or O(queue)): ``submit`` -> held or sent; ``release`` held -> sent (only to
 an engine the host calls healthy); ``finished`` sent -> gone; ``withdraw`` held -> gone (client
@@ -94,6 +99,8 @@ class Held:
         tokens: predicted prefill tokens (its prompt length).
         held_s: host clock when it was first held (seconds).
         latest_start_s: latest start meeting its SLO (``inf``: none).
+        booked_s: host clock of its latest booking with the dispatcher (seconds; see
+            :meth:`HoldQueues.stale_bookings`).
     """
 
     request_id: str
@@ -101,6 +108,7 @@ class Held:
     tokens: int
     held_s: float
     latest_start_s: float = math.inf
+    booked_s: float = -math.inf
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,7 @@ class HoldQueues:
         self._held: dict[str, Held] = {}
         self._sent: dict[str, int] = {}  # request id -> engine
         self._in_flight = [0] * num_engines
+        self._reported = [0] * num_engines  # requests the engine's latest report counts
         self.moves_applied = 0
         self.moves_dropped = 0
 
@@ -149,6 +158,10 @@ class HoldQueues:
         """Requests sent to ``engine_id`` and not finished."""
         return self._in_flight[engine_id]
 
+    def occupied(self, engine_id: int) -> int:
+        """Requests counted against ``engine_id``'s ``max_in_flight``: reported plus in flight."""
+        return self._reported[engine_id] + self._in_flight[engine_id]
+
     def sent_to(self, request_id: str) -> int | None:
         return self._sent.get(request_id)
 
@@ -163,10 +176,10 @@ class HoldQueues:
         """
         if request_id in self._held or request_id in self._sent:
             raise ValueError(f"request {request_id!r} is already held or sent")
-        if not self._queues[engine_id] and self._in_flight[engine_id] < self.max_in_flight:
+        if not self._queues[engine_id] and self.occupied(engine_id) < self.max_in_flight:
             self._mark_sent(request_id, engine_id)
             return True
-        held = Held(request_id, engine_id, max(0, tokens), now, latest_start_s)
+        held = Held(request_id, engine_id, max(0, tokens), now, latest_start_s, booked_s=now)
         self._held[request_id] = held
         self._queues[engine_id].append(held)
         return False
@@ -177,15 +190,20 @@ class HoldQueues:
         for engine_id, queue in enumerate(self._queues):
             if not healthy[engine_id]:
                 continue
-            while queue and self._in_flight[engine_id] < self.max_in_flight:
+            while queue and self.occupied(engine_id) < self.max_in_flight:
                 held = queue.popleft()
                 del self._held[held.request_id]
                 self._mark_sent(held.request_id, engine_id)
                 out.append(Release(held.request_id, engine_id, now - held.held_s))
         return out
 
+    def report_occupancy(self, engine_id: int, requests: int) -> None:
+        """The engine's latest report counts ``requests`` (running + waiting) it has taken in."""
+        self._reported[engine_id] = max(0, requests)
+
     def finished(self, request_id: str) -> None:
-        """A sent request ended (answered or failed); frees its slot. Unknown ids are ignored."""
+        """A sent request ended (answered or failed), or the engine's report now counts it; frees
+        its in-flight slot. Unknown ids are ignored."""
         engine_id = self._sent.pop(request_id, None)
         if engine_id is not None:
             self._in_flight[engine_id] -= 1
@@ -197,15 +215,33 @@ class HoldQueues:
             self._queues[held.engine_id].remove(held)
         return held
 
-    def retarget(self, request_id: str, engine_id: int) -> bool:
-        """Move a held request to the back of ``engine_id``'s queue; False if it is not held."""
+    def retarget(self, request_id: str, engine_id: int, now: float) -> bool:
+        """Move a held request to the back of ``engine_id``'s queue (the host re-books it there at
+        ``now``); False if it is not held."""
         held = self._held.get(request_id)
         if held is None:
             return False
         self._queues[held.engine_id].remove(held)
         held.engine_id = engine_id
+        held.booked_s = now
         self._queues[engine_id].append(held)
         return True
+
+    def stale_bookings(self, reported_s: Sequence[float], now: float) -> list[Held]:
+        """Held requests whose booking an engine report claims to cover; they are re-booked at ``now``.
+
+        A dispatcher's load books assume a report taken at ``reported_s[e]`` covers every request
+        booked on ``e`` at or before that time; a held request was never sent, so no report counts
+        it. The host re-books each returned request with its dispatcher at ``now`` (> the report
+        times), which keeps held requests in the dispatcher's view of their engine's load.
+        """
+        out = []
+        for engine_id, queue in enumerate(self._queues):
+            for held in queue:
+                if held.booked_s <= reported_s[engine_id]:
+                    held.booked_s = now
+                    out.append(held)
+        return out
 
     def stranded(self, healthy: Sequence[bool]) -> list[str]:
         """Ids held for engines that are not healthy (the host re-picks or withdraws them)."""
@@ -229,17 +265,18 @@ class HoldQueues:
                                         + sum(r.predicted_tokens for r in waiting))
             queues.append(EngineQueue(shown, waiting))
         moves = rebalancer.propose(queues, now, work_on)
-        return self.apply(moves, [load.healthy for load in loads])
+        return self.apply(moves, [load.healthy for load in loads], now)
 
-    def apply(self, moves: Sequence[Move], healthy: Sequence[bool]) -> list[Move]:
-        """Apply moves whose request is still held on its source and whose target is healthy."""
+    def apply(self, moves: Sequence[Move], healthy: Sequence[bool], now: float) -> list[Move]:
+        """Apply moves whose request is still held on its source and whose target is healthy (the
+        host re-books each applied move on its target at ``now``)."""
         applied = []
         for move in moves:
             held = self._held.get(move.request_id)
             if held is None or held.engine_id != move.source or not healthy[move.target]:
                 self.moves_dropped += 1
                 continue
-            self.retarget(move.request_id, move.target)
+            self.retarget(move.request_id, move.target, now)
             applied.append(move)
         self.moves_applied += len(applied)
         return applied

@@ -86,20 +86,25 @@ class RebalanceConfig:
     size_estimate: str = "predicted"
 
     def __post_init__(self) -> None:
-        checks = {
-            "period_s": self.period_s > 0, "min_interval_s": self.min_interval_s > 0,
-            "spike_fraction": 0 <= self.spike_fraction <= 1,
-            "max_moves_per_s": self.max_moves_per_s > 0, "max_burst": self.max_burst >= 1,
-            "migration_cost_s": self.migration_cost_s >= 0, "min_gain_s": self.min_gain_s >= 0,
-            "long_wait_s": self.long_wait_s >= 0, "overload_ratio": self.overload_ratio >= 1,
-            "overload_abs_s": self.overload_abs_s >= 0, "cooldown_s": self.cooldown_s >= 0,
-            "chunk_tokens": self.chunk_tokens >= 1, "max_candidates": self.max_candidates >= 1,
-            "size_estimate": self.size_estimate in SIZE_ESTIMATES,
+        rules = {  # field -> (holds, what is expected)
+            "period_s": (self.period_s > 0, "> 0"),
+            "min_interval_s": (self.min_interval_s > 0, "> 0"),
+            "spike_fraction": (0 <= self.spike_fraction <= 1, "in [0, 1]"),
+            "max_moves_per_s": (self.max_moves_per_s > 0, "> 0"),
+            "max_burst": (self.max_burst >= 1, ">= 1"),
+            "migration_cost_s": (self.migration_cost_s >= 0, ">= 0"),
+            "min_gain_s": (self.min_gain_s >= 0, ">= 0"),
+            "long_wait_s": (self.long_wait_s >= 0, ">= 0"),
+            "overload_ratio": (self.overload_ratio >= 1, ">= 1"),
+            "overload_abs_s": (self.overload_abs_s >= 0, ">= 0"),
+            "cooldown_s": (self.cooldown_s >= 0, ">= 0"),
+            "chunk_tokens": (self.chunk_tokens >= 1, ">= 1"),
+            "max_candidates": (self.max_candidates >= 1, ">= 1"),
+            "size_estimate": (self.size_estimate in SIZE_ESTIMATES, f"one of {', '.join(SIZE_ESTIMATES)}"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"rebalance config: invalid {', '.join(bad)} "
-                             f"(see RebalanceConfig for the allowed values)")
+        for name, (holds, expected) in rules.items():
+            if not holds:
+                raise ValueError(f"rebalance.{name}: expected {expected}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ factories; never imports SGLang. Every section and key is optional; the defaults
 
     [dp_controller]            # SGLang's data-parallel controller process (with --dp-size > 1)
     block_when_idle = true     # wait on its socket instead of spinning a core at 100% (stock)
+    late_binding = false       # hold requests while their rank is full; rebalance them (needs [dispatch])
+    [dp_controller.hold]       # engine_dispatch.late_binding.HoldParams: max_in_flight = running +
+                               #   waiting requests per rank at which it is full, tick_s, step_model
+    [dp_controller.rebalance]  # engine_dispatch.rebalance.RebalanceConfig fields
 
     [experts]                  # (relative paths are relative to this file)
     placement_file = ""        # a `moesched place` JSON; `moesched serve` passes --init-expert-location
@@ -69,7 +73,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from engine_dispatch.config import DispatchParams
+from engine_dispatch.config import DispatchParams, build_table
+from engine_dispatch.late_binding import HoldParams, LateBindingConfig
+from engine_dispatch.rebalance import RebalanceConfig
 
 #: set to "1" to switch the plugin on in every SGLang process (children inherit it)
 ENABLE_ENV = "MOESCHED_ENABLE"
@@ -156,13 +162,29 @@ class HeadroomConfig:
 
 @dataclass(frozen=True)
 class DpControllerConfig:
-    """``[dp_controller]``: how SGLang's DP controller process waits for requests.
+    """``[dp_controller]``: how SGLang's DP controller process waits for and holds requests.
 
     ``block_when_idle``: replace its busy-polling receive loop with a blocking one
     (:mod:`sglang_patches.hooks.dp_idle`); ``false`` keeps stock SGLang's spinning loop.
+    ``late_binding``: hold each request in the controller while the rank the dispatcher chose is
+    full and rebalance held requests between ranks (:mod:`sglang_patches.hooks.dp_late_binding`;
+    its loop also waits blocking); ``hold`` and ``rebalance`` are the ``[hold]`` and
+    ``[rebalance]`` tables of the router's late-binding file (``configs/late_binding.toml``).
     """
 
     block_when_idle: bool = True
+    late_binding: bool = False
+    hold: Mapping[str, Any] = field(default_factory=_frozen)
+    rebalance: Mapping[str, Any] = field(default_factory=_frozen)
+
+    def late_binding_config(self) -> LateBindingConfig:
+        """The ``hold`` and ``rebalance`` tables as a validated :class:`LateBindingConfig`
+        (ValueError naming ``dp_controller.<table>.<key>``)."""
+        try:
+            return LateBindingConfig(build_table(HoldParams, dict(self.hold), "hold"),
+                                     build_table(RebalanceConfig, dict(self.rebalance), "rebalance"))
+        except ValueError as exc:  # "hold.<key>: ..." / "rebalance.<key>: ..."
+            raise ValueError(f"dp_controller.{exc}") from None
 
 
 @dataclass(frozen=True)
@@ -317,7 +339,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "headroom": (HeadroomConfig, {"enabled": _bool, "quantile": _fraction, "window": _positive,
                                   "warmup": _positive, "floor_tokens": _positive,
                                   "ceiling_tokens": _positive}),
-    "dp_controller": (DpControllerConfig, {"block_when_idle": _bool}),
+    "dp_controller": (DpControllerConfig, {"block_when_idle": _bool, "late_binding": _bool,
+                                           "hold": _table, "rebalance": _table}),
     "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
                                 "solver": _table}),
     "refit": (RefitConfig, {"enabled": _bool, "base_model": _path, "log_interval_steps": _positive,
@@ -377,6 +400,8 @@ def _check_against_cores(config: MoeschedConfig) -> None:
             raise ValueError(f"{source}: experts.{key}: expected an existing file, got {path!r}")
     if config.refit.enabled:
         _check_refit(config.refit, source)
+    if config.dp_controller.late_binding:
+        _check_late_binding(config, source)
     if config.budget.enabled and config.budget.step_model == REFIT_MODEL:
         if not config.refit.enabled:
             raise ValueError(f"{source}: budget.step_model: \"{REFIT_MODEL}\" prices steps with the online model of "
@@ -394,6 +419,23 @@ def _check_against_cores(config: MoeschedConfig) -> None:
         LearntHeadroom(**config.headroom.headroom_options())
     except ValueError as exc:
         raise ValueError(f"{source}: headroom: {exc}") from None
+
+
+def _check_late_binding(config: MoeschedConfig, source: str) -> None:
+    """Holding needs the plugin's dispatcher (it books held requests); tables and step model load."""
+    if not config.dispatch.enabled:
+        raise ValueError(f"{source}: dp_controller.late_binding: holds the requests the plugin's "
+                         "dispatcher places; expected [dispatch] enabled = true")
+    from perf_model.model_file import resolve_model
+
+    try:
+        late = config.dp_controller.late_binding_config()
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    try:
+        resolve_model(late.hold.step_model)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"{source}: dp_controller.hold.step_model: {exc}") from None
 
 
 def _check_refit(refit: RefitConfig, source: str) -> None:
@@ -418,9 +460,9 @@ def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
     """Parse and validate TOML ``text``; ``source`` names it in error messages.
 
     Relative ``experts.*_file`` and ``refit.steps_file`` paths are resolved against the directory
-    of ``source`` when ``source`` is a file path, and so are ``refit.base_model`` and
-    ``budget.step_model`` when such a file
-    exists there (otherwise it stays a preset name or a path from the working directory).
+    of ``source`` when ``source`` is a file path, and so are ``refit.base_model``,
+    ``budget.step_model`` and ``dp_controller.hold.step_model`` when such a file exists there
+    (otherwise it stays a preset name or a path from the working directory).
     """
     try:
         raw = tomllib.loads(text)
@@ -445,6 +487,11 @@ def parse_config(text: str, source: str = "<string>") -> MoeschedConfig:
         model = config.budget.step_model
         if not os.path.isabs(model) and (base / model).exists():
             config = replace(config, budget=replace(config.budget, step_model=str(base / model)))
+        hold = config.dp_controller.hold
+        model = hold.get("step_model")
+        if isinstance(model, str) and model and not os.path.isabs(model) and (base / model).exists():
+            config = replace(config, dp_controller=replace(
+                config.dp_controller, hold=_frozen({**hold, "step_model": str(base / model)})))
     _check_against_cores(config)
     return config
 

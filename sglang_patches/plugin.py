@@ -20,7 +20,9 @@ section:
 * ``[headroom]`` (off by default): :mod:`sglang_patches.hooks.headroom` (SGLang's admission clip
   on future output tokens learnt from finished requests);
 * ``[dp_controller] block_when_idle`` (on by default): :mod:`sglang_patches.hooks.dp_idle` (the DP
-  controller blocks on its socket instead of spinning a core);
+  controller blocks on its socket instead of spinning a core); ``late_binding`` (off by default,
+  with ``[dispatch]``): :mod:`sglang_patches.hooks.dp_late_binding` (the controller holds requests
+  while their rank is full and rebalances them; its loop replaces dp_idle's and also blocks);
 * ``[refit]`` (off by default): :mod:`sglang_patches.hooks.step_timing` (each scheduler times its
   steps and refits an online step model, logging its error);
 * always: :mod:`sglang_patches.hooks.eplb` (the name ``--eplb-algorithm moesched``; inert unless
@@ -97,10 +99,31 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
 
     dispatch = config.dispatch
     options = dispatch.dispatcher_options()
-    DpDispatchHook(lambda num_engines: create_dispatcher(dispatch.policy, num_engines, **options),
-                   dispatch.policy, dispatch.block_tokens,
-                   lambda: DecisionLog(config.log.first_orderings,
-                                       config.log.summary_interval_s)).register()
+    make_hold = _make_hold(config) if config.dp_controller.late_binding else None
+    hook = DpDispatchHook(
+        lambda num_engines: create_dispatcher(dispatch.policy, num_engines, **options),
+        dispatch.policy, dispatch.block_tokens,
+        lambda: DecisionLog(config.log.first_orderings, config.log.summary_interval_s), make_hold)
+    hook.register()
+    if make_hold is not None:
+        from sglang_patches.hooks.dp_late_binding import LateBindingLoop
+
+        LateBindingLoop(hook.tick, config.dp_controller.late_binding_config().hold.tick_s).register()
+
+
+def _make_hold(config: MoeschedConfig) -> Any:
+    """Builder of a DP controller's late-binding hold (``[dp_controller] late_binding``)."""
+    from engine_dispatch.rebalance import SelectiveRebalancer
+    from perf_model.model_file import resolve_model
+    from sglang_patches.hooks.dp_late_binding import ControllerHold
+
+    late = config.dp_controller.late_binding_config()
+
+    def make_hold(num_ranks: int) -> ControllerHold:  # only the DP controller gets here
+        return ControllerHold(late, SelectiveRebalancer(late.rebalance, resolve_model(late.hold.step_model)),
+                              num_ranks)
+
+    return make_hold
 
 
 def _refit_hooks(config: MoeschedConfig, online: ProcessStepModel) -> None:
@@ -151,6 +174,12 @@ def _eplb_hooks(config: MoeschedConfig) -> None:
     EplbHooks(rebalance, solver_inputs).register()
 
 
+def _dp_controller_mode(config: MoeschedConfig) -> str:
+    if config.dp_controller.late_binding:
+        return f"late-binding(max_in_flight={config.dp_controller.late_binding_config().hold.max_in_flight})"
+    return "blocking" if config.dp_controller.block_when_idle else "spinning"
+
+
 def load() -> None:
     """Entry point: register moesched's hooks if ``MOESCHED_ENABLE=1``, else do nothing."""
     config = config_from_env()
@@ -165,8 +194,8 @@ def load() -> None:
         _budget_hook(config, online)
     if config.headroom.enabled:
         _headroom_hook(config)
-    if config.dp_controller.block_when_idle:
-        from sglang_patches.hooks import dp_idle
+    if config.dp_controller.block_when_idle and not config.dp_controller.late_binding:
+        from sglang_patches.hooks import dp_idle  # late binding's own loop also blocks
 
         dp_idle.register()
     if config.refit.enabled:
@@ -181,5 +210,5 @@ def load() -> None:
           f"refit={'on' if config.refit.enabled else 'off'} "
           f"budget={f'{config.budget.tpot_slo_ms:g}ms ({config.budget.step_model})' if config.budget.enabled else 'off'} "
           f"headroom={'learnt' if config.headroom.enabled else 'stock'} "
-          f"dp_controller={'blocking' if config.dp_controller.block_when_idle else 'spinning'} "
+          f"dp_controller={_dp_controller_mode(config)} "
           "eplb=--eplb-algorithm moesched available", file=sys.stderr, flush=True)

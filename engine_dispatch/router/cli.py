@@ -23,9 +23,7 @@ from engine_dispatch.router.app import ProxySettings, Router
 from engine_dispatch.router.late_binding import LateBinder
 from engine_dispatch.router.pool import EnginePool, PoolSettings
 from engine_dispatch.router.request_parse import Tokenize
-from perf_model.batch import StepTimeModel
-from perf_model.model_file import load_model
-from perf_model.presets import preset_model, preset_names
+from perf_model.model_file import resolve_model
 
 #: ``--late-binding`` given without a file: the built-in defaults
 _DEFAULTS = "defaults"
@@ -99,11 +97,6 @@ def build_router(args: argparse.Namespace) -> Router:
     return Router(pool, dispatcher, settings, _tokenizer(args.tokenizer), late)
 
 
-def _step_model(name: str) -> StepTimeModel:
-    """A preset name or a ``moesched calibrate`` coefficient file."""
-    return preset_model(name) if name in preset_names() else load_model(name)
-
-
 def _late_binder(args: argparse.Namespace, pool: EnginePool, dispatcher: Dispatcher) -> LateBinder | None:
     if args.late_binding is None:
         if args.hold_max_in_flight is not None:
@@ -114,10 +107,9 @@ def _late_binder(args: argparse.Namespace, pool: EnginePool, dispatcher: Dispatc
         config = dataclasses.replace(config, hold=dataclasses.replace(
             config.hold, max_in_flight=args.hold_max_in_flight))
     try:
-        model = _step_model(config.hold.step_model)
+        model = resolve_model(config.hold.step_model)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"hold.step_model: expected a preset ({', '.join(preset_names())}) or a "
-                         f"coefficient file: {exc}") from exc
+        raise ValueError(f"hold.step_model: {exc}") from exc
     return LateBinder(config, SelectiveRebalancer(config.rebalance, model), pool, dispatcher)
 
 

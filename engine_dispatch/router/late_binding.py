@@ -9,9 +9,13 @@ slot, else held. Every ``hold.tick_s`` (and whenever a slot frees) the host:
 1. withdraws held requests whose client has gone (answered 499 ``client_closed``; nothing is sent);
 2. re-picks held requests whose engine is unhealthy (the dispatcher chooses among the healthy
    engines that have not failed this request before; 503 ``no_healthy_engine`` when none is left);
-3. runs a :class:`~engine_dispatch.rebalance.SelectiveRebalancer` round when due, over the engines'
+3. re-books held requests that a newer engine report would otherwise be taken to cover
+   (:meth:`~engine_dispatch.late_binding.HoldQueues.stale_bookings`), so they stay in the
+   dispatcher's view of their engine's load; then runs a
+   :class:`~engine_dispatch.rebalance.SelectiveRebalancer` round when due, over the engines'
    reports; applied moves are re-booked with the dispatcher (``on_dispatched`` on the target);
-4. releases queue heads to healthy engines with free slots (resolving the waiting handlers).
+4. releases queue heads to healthy engines with free slots (resolving the waiting handlers) and
+   re-books each at its send time, the time from which engine reports may count it.
 
 Everything runs on the router's event loop with no ``await`` between a decision and its booking, so
 a move cannot race a release: a request is released (sent) at most once, to the engine it is held
@@ -127,6 +131,9 @@ class LateBinder:
         for rid in self.queues.stranded(healthy):
             self._repick(rid, now)
         loads = self.pool.loads_for(None, set())
+        for held in self.queues.stale_bookings([load.reported_s for load in loads], now):
+            self.dispatcher.on_dispatched(self._waiters[held.request_id].parsed.dispatch,
+                                          held.engine_id, now)
         if self.rebalancer.due(now):
             for move in self.queues.rebalance(self.rebalancer, loads, now):
                 self.dispatcher.on_dispatched(self._waiters[move.request_id].parsed.dispatch,
@@ -149,7 +156,7 @@ class LateBinder:
                                         "the engine failed while the request was held and no "
                                         "other healthy engine is left"))
             return
-        self.queues.retarget(rid, target)
+        self.queues.retarget(rid, target, now)
         self.dispatcher.on_dispatched(waiter.parsed.dispatch, target, now)
         self.metrics.repicked += 1
 
@@ -157,6 +164,7 @@ class LateBinder:
         healthy = [engine.healthy for engine in self.pool.engines]
         for release in self.queues.release(healthy, now):
             waiter = self._waiters.pop(release.request_id)
+            self.dispatcher.on_dispatched(waiter.parsed.dispatch, release.engine_id, now)  # sent now
             self.metrics.observe_hold(release.held_for_s)
             waiter.future.set_result(release.engine_id)
 

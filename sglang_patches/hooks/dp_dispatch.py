@@ -25,7 +25,9 @@ request, in the DP controller process:
    ``input_text``, ``session_id`` = the ``x-smg-routing-key`` header's ``routing_key``, else the
    SGLang session id, ``sampling_params.max_new_tokens``; priority 0 (the DP controller does not
    know the scheduler's priority convention);
-4. ``dispatcher.pick`` -> ``sock_send(self.workers[rank], req)`` -> ``dispatcher.on_dispatched``.
+4. ``dispatcher.pick`` -> ``dispatcher.on_dispatched`` -> ``sock_send(self.workers[rank], req)``,
+   or, with late binding (``make_hold``), held in the controller while that rank is full and sent
+   later by :meth:`DpDispatchHook.tick` (:mod:`sglang_patches.hooks.dp_late_binding`).
 
 The DP controller never sees requests finish (outputs flow from schedulers to the detokenizer), so
 the dispatcher learns about completions only through the load snapshots. Once a snapshot covers a
@@ -51,6 +53,7 @@ from sglang.srt.managers.io_struct import sock_send
 from sglang.srt.managers.load_snapshot import LoadSnapshot
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 from sglang_patches.decision_log import DecisionLog
+from sglang_patches.hooks.dp_late_binding import ControllerHold
 
 TOTAL_TOKENS_SCHEDULER = (
     "sglang.srt.managers.data_parallel_controller.DataParallelController.total_tokens_scheduler")
@@ -140,6 +143,7 @@ class _ControllerState:
     log: DecisionLog
     coverage: ReportCoverage
     counts: list[int]
+    hold: ControllerHold | None
 
 
 class DpDispatchHook:
@@ -150,14 +154,17 @@ class DpDispatchHook:
         policy_name: for log lines.
         block_tokens: tokens per prefix block of ``block_hashes``.
         make_log: builds the decision log of a controller.
+        make_hold: builds a controller's late-binding hold for ``num_ranks`` (None: send at once).
     """
 
     def __init__(self, make_dispatcher: Callable[[int], Dispatcher], policy_name: str,
-                 block_tokens: int, make_log: Callable[[], DecisionLog]) -> None:
+                 block_tokens: int, make_log: Callable[[], DecisionLog],
+                 make_hold: Callable[[int], ControllerHold] | None = None) -> None:
         self._make_dispatcher = make_dispatcher
         self.policy_name = policy_name
         self.block_tokens = block_tokens
         self._make_log = make_log
+        self._make_hold = make_hold
         self._state: weakref.WeakKeyDictionary[DataParallelController, _ControllerState] = \
             weakref.WeakKeyDictionary()
 
@@ -165,39 +172,75 @@ class DpDispatchHook:
         state = self._state.get(controller)
         if state is None:
             ranks = len(controller.workers)
+            hold = None if self._make_hold is None else self._make_hold(ranks)
             state = _ControllerState(self._make_dispatcher(ranks), self._make_log(),
-                                     ReportCoverage(ranks), [0] * ranks)
+                                     ReportCoverage(ranks), [0] * ranks, hold)
             self._state[controller] = state
         return state
 
     def total_tokens_scheduler(self, controller: DataParallelController, req: object) -> None:
-        """REPLACE hook body: route ``req`` to the rank our dispatcher picks."""
+        """REPLACE hook body: route ``req`` to the rank our dispatcher picks (or hold it there)."""
         if controller.maybe_external_dp_rank_routing(req):
             return
         state = self._state_of(controller)
         now = time.time()
+        engines = self._refresh(controller, state, now)
+        request = dispatch_request(req, self.block_tokens)
+        rank = state.dispatcher.pick(request, engines, now)
+        state.dispatcher.on_dispatched(request, rank, now)
+        held = state.hold is not None and not state.hold.submit(req, request, rank, now)
+        if not held:
+            self._send(controller, state, req, request, rank, now)
+        state.log.decision(lambda: self._describe(request, rank, engines, held))
+        self._maybe_summary(state)
+
+    def tick(self, controller: DataParallelController) -> bool:
+        """Late binding's periodic step (:class:`~sglang_patches.hooks.dp_late_binding.
+        LateBindingLoop`): send held requests that now fit; True while any is still held."""
+        state = self._state.get(controller)
+        if state is None or state.hold is None or not state.hold.held_count():
+            return False
+        now = time.time()
+        engines = self._refresh(controller, state, now)
+        for send in state.hold.tick(engines, state.dispatcher, now):
+            self._send(controller, state, send.req, send.request, send.rank, now)
+        self._maybe_summary(state)
+        return state.hold.held_count() > 0
+
+    def _refresh(self, controller: DataParallelController, state: _ControllerState,
+                 now: float) -> list[EngineLoad]:
+        """Read the ranks' snapshots; hand requests they now cover over to the reports."""
         engines, covered = state.coverage.apply(
             engine_loads(controller, controller.load_snapshot_reader.read_all()))
         for covered_rank, covered_request in covered:  # the engine's report counts it now
             state.dispatcher.on_finished(covered_request, covered_rank, now, 0)
-        request = dispatch_request(req, self.block_tokens)
-        rank = state.dispatcher.pick(request, engines, now)
+        if state.hold is not None:
+            state.hold.observe(engines, [request.request_id for _, request in covered],
+                               state.dispatcher, now)
+        return engines
+
+    @staticmethod
+    def _send(controller: DataParallelController, state: _ControllerState, req: object,
+              request: DispatchRequest, rank: int, now: float) -> None:
         sock_send(controller.workers[rank], req)
-        state.dispatcher.on_dispatched(request, rank, now)
         state.coverage.dispatched(rank, request, now)
         state.counts[rank] += 1
-        state.log.decision(lambda: self._describe(request, rank, engines))
-        state.log.maybe_summary(lambda: f"moesched dp dispatch [{self.policy_name}] summary: "
-                                        f"requests per rank {state.counts}")
 
-    def _describe(self, request: DispatchRequest, rank: int, engines: list[EngineLoad]) -> str:
+    def _maybe_summary(self, state: _ControllerState) -> None:
+        hold = "" if state.hold is None else f"; {state.hold.summary()}"
+        state.log.maybe_summary(lambda: f"moesched dp dispatch [{self.policy_name}] summary: "
+                                        f"requests per rank {state.counts}{hold}")
+
+    def _describe(self, request: DispatchRequest, rank: int, engines: list[EngineLoad],
+                  held: bool) -> str:
         views = "; ".join(
             f"rank {e.engine_id}: run={e.running} wait={e.waiting} "
             f"pending_prefill={e.pending_prefill_tokens} kv={e.kv_used_fraction:.2f}"
             for e in engines)
         return (f"moesched dp dispatch [{self.policy_name}]: {request.request_id[:8]} "
                 f"(prompt={request.prompt_tokens}, blocks={len(request.block_hashes)}, "
-                f"session={request.session_id}) -> rank {rank}; reported loads: {views}")
+                f"session={request.session_id}) -> rank {rank}{' (held: rank full)' if held else ''}; "
+                f"reported loads: {views}")
 
     def register(self) -> None:
         """Register the REPLACE hook with SGLang's ``HookRegistry``."""

@@ -27,6 +27,7 @@ class HoldMachine(RuleBasedStateMachine):
         self.healthy = [True] * ENGINES
         self.state: dict[str, tuple[str, int | None]] = {}
         self.sends: dict[str, int] = {}
+        self.reported = [0] * ENGINES
         self.now = 0.0
         self.rebalancer = SelectiveRebalancer(RebalanceConfig(
             long_wait_s=0.0, cooldown_s=0.0, max_moves_per_s=1000.0, max_burst=4,
@@ -55,7 +56,14 @@ class HoldMachine(RuleBasedStateMachine):
         for r in self.q.release(self.healthy, self.now):
             assert self.state[r.request_id] == ("held", r.engine_id)
             assert self.healthy[r.engine_id]
+            assert self.q.occupied(r.engine_id) <= self.q.max_in_flight
             self._sent(r.request_id, r.engine_id)
+
+    @rule(engine=st.integers(0, ENGINES - 1), requests=st.integers(0, 2))
+    def report(self, engine, requests):
+        """A report-driven host (SGLang's DP controller): the engine counts ``requests``."""
+        self.q.report_occupancy(engine, requests)
+        self.reported[engine] = requests
 
     @precondition(lambda self: self._ids("sent"))
     @rule(data=st.data())
@@ -84,7 +92,7 @@ class HoldMachine(RuleBasedStateMachine):
         for rid in self.q.stranded(self.healthy):
             assert not self.healthy[self.state[rid][1]]
             if alive:
-                assert self.q.retarget(rid, alive[0])
+                assert self.q.retarget(rid, alive[0], self.now)
                 self.state[rid] = ("held", alive[0])
 
     @rule(data=st.data())
@@ -94,7 +102,7 @@ class HoldMachine(RuleBasedStateMachine):
         moves = data.draw(st.lists(st.builds(
             Move, st.sampled_from(ids), st.integers(0, ENGINES - 1), st.integers(0, ENGINES - 1),
             st.just(1.0), st.just(0.0)), max_size=4))
-        for move in self.q.apply(moves, self.healthy):
+        for move in self.q.apply(moves, self.healthy, self.now):
             assert self.healthy[move.target]
             assert self.state[move.request_id] == ("held", move.source)
             self.state[move.request_id] = ("held", move.target)
@@ -117,11 +125,14 @@ class HoldMachine(RuleBasedStateMachine):
             assert sorted(held) == sorted(r for r, s in self.state.items() if s == ("held", e))
             sent = [r for r, s in self.state.items() if s == ("sent", e)]
             assert self.q.in_flight(e) == len(sent) <= self.q.max_in_flight
+            assert self.q.occupied(e) == len(sent) + self.reported[e]
         assert self.q.held_count() == len(self._ids("held"))
 
     def teardown(self):
         """Drain: with every engine healthy, every held request is sent exactly once."""
         self.healthy = [True] * ENGINES
+        for e in range(ENGINES):
+            self.q.report_occupancy(e, 0)
         while self._ids("held") or self._ids("sent"):
             for rid in self._ids("sent"):
                 self.q.finished(rid)
@@ -148,6 +159,30 @@ def test_submit_sends_at_once_only_with_room_and_empty_queue():
     released = q.release([True, True], 2.0)
     assert [(r.request_id, r.engine_id, r.held_for_s) for r in released] == [("b", 0, 2.0)]
     assert q.held(0)[0].request_id == "c"
+
+
+def test_reported_requests_count_against_the_cap_until_the_report_drops():
+    q = HoldQueues(1, max_in_flight=3)
+    q.report_occupancy(0, 2)
+    assert q.submit("a", 0, 10, 0.0)  # 2 reported + 0 in flight < 3
+    assert not q.submit("b", 0, 10, 0.0)  # 2 + 1 = 3: full
+    q.finished("a")  # the next report counts "a" ...
+    q.report_occupancy(0, 3)  # ... among its 3
+    assert q.release([True], 1.0) == [] and q.occupied(0) == 3
+    q.report_occupancy(0, 1)  # two finished
+    assert [r.request_id for r in q.release([True], 2.0)] == ["b"] and q.occupied(0) == 2
+
+
+def test_held_requests_are_rebooked_once_a_report_would_cover_them():
+    q = HoldQueues(2, max_in_flight=1)
+    q.submit("sent", 0, 10, 1.0)
+    q.submit("a", 0, 10, 2.0)
+    q.submit("b", 0, 10, 4.0)
+    q.submit("c", 1, 10, 1.0)  # sent: engine 1 had room
+    assert [h.request_id for h in q.stale_bookings([3.0, 3.0], 5.0)] == ["a"]  # "b" booked after
+    assert q.stale_bookings([3.0, 3.0], 6.0) == []  # "a" now booked at 5.0
+    q.retarget("b", 1, 7.0)
+    assert [h.request_id for h in q.stale_bookings([6.5, 6.5], 8.0)] == ["a"]  # "b" re-booked at 7.0
 
 
 def test_overloaded_hold_queue_is_rebalanced_to_the_idle_engine():

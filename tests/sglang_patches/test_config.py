@@ -51,6 +51,16 @@ def test_full_file_round_trips(tmp_path: Path) -> None:
     ('[request]\npolicy = "fcfs"\n[request.preemption]\nenabled = true',
      "request.preemption.enabled needs a policy with a job-size predictor (sjf-aging)"),
     ("[dp_controller]\nblock_when_idle = 1", "dp_controller.block_when_idle: expected true or false"),
+    ("[dp_controller]\nlate_binding = true\n[dispatch]\nenabled = false",
+     "dp_controller.late_binding: holds the requests the plugin's dispatcher places; expected [dispatch] enabled = true"),
+    ("[dp_controller]\nlate_binding = true\n[dp_controller.hold]\nmax_in_flight = 0",
+     "dp_controller.hold.max_in_flight: expected an integer >= 1, got 0"),
+    ("[dp_controller]\nlate_binding = true\n[dp_controller.hold]\nslots = 4",
+     "dp_controller.hold.slots: unknown key; expected one of max_in_flight, tick_s, step_model"),
+    ("[dp_controller]\nlate_binding = true\n[dp_controller.rebalance]\nperiod_s = 0",
+     "dp_controller.rebalance.period_s: expected > 0, got 0"),
+    ('[dp_controller]\nlate_binding = true\n[dp_controller.hold]\nstep_model = "nope"',
+     "dp_controller.hold.step_model: gpu model 'nope': expected a preset"),
     ("[headroom]\nquantile = 0", "headroom.quantile: expected a number in (0, 1], got 0"),
     ("[headroom]\nfloor_tokens = 5000", "headroom: floor_tokens, ceiling_tokens: expected 1 <= floor <= ceiling"),
     ("[request]\nfoo =", "not valid TOML"),
@@ -67,6 +77,19 @@ def test_bad_input_is_one_line_naming_key(text: str, message: str) -> None:
 def test_dp_controller_blocks_by_default_and_can_spin_as_stock() -> None:
     assert load_config(None).dp_controller.block_when_idle
     assert not parse_config("[dp_controller]\nblock_when_idle = false", "cfg.toml").dp_controller.block_when_idle
+
+
+def test_late_binding_is_off_by_default_and_reads_the_router_tables(tmp_path: Path) -> None:
+    assert not load_config(None).dp_controller.late_binding
+    model = tmp_path / "cpu.coef.json"
+    model.write_text(Path("results/budget_real/sglang_cpu_base.coef.json").read_text())
+    path = tmp_path / "moesched.toml"
+    path.write_text('[dp_controller]\nlate_binding = true\n'
+                    '[dp_controller.hold]\nmax_in_flight = 6\nstep_model = "cpu.coef.json"\n'
+                    '[dp_controller.rebalance]\nmax_moves_per_s = 20.0\n')
+    late = load_config(path).dp_controller.late_binding_config()
+    assert late.hold.max_in_flight == 6 and late.rebalance.max_moves_per_s == 20.0
+    assert late.hold.step_model == str(model.resolve())  # relative to the config file
 
 
 def test_preemption_is_off_by_default_and_parsed() -> None:
