@@ -1,10 +1,14 @@
 """Late binding: hold requests in a short queue per engine and bind them to an engine when sent.
 
-A host (the HTTP router) that picked engine ``e`` for a request does not send it at once when ``e``
-is full (``max_in_flight`` requests sent to it and not finished): the request waits in ``e``'s hold
-queue, in arrival order. When a slot frees, the head is released (sent). While a request is held,
-the pure :class:`~engine_dispatch.rebalance.SelectiveRebalancer` may re-target it to another
-engine (it joins the back of that engine's hold queue); once released it never moves again.
+A host (the HTTP router, SGLang's DP controller) that picked engine ``e`` for a request does not
+send it at once when ``e`` is full (``max_in_flight`` requests sent to it and not finished): the
+request waits in ``e``'s hold queue. Each hold queue is a :class:`~request_sched.queue.RequestQueue`
+(``make_queue``; FCFS by default, or the request policy the engines themselves run, so that holding
+does not undo their order). When a slot frees, the queue's next request in that order is released
+(sent). While a request is held, the pure :class:`~engine_dispatch.rebalance.SelectiveRebalancer`
+may re-target it to another engine (it enters that engine's queue with its original hold time, so
+under FCFS it lands by when it was first held, never behind requests held after it); once released
+it never moves again.
 
 A host that learns completions only from the engines' own reports (SGLang's DP controller sees
 no request finish) calls ``report_occupancy`` with the requests each report counts and
@@ -34,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,9 @@ from typing import Any
 from engine_dispatch.config import build_table
 from engine_dispatch.rebalance import EngineQueue, Move, QueuedRequest, RebalanceConfig, SelectiveRebalancer
 from engine_dispatch.types import EngineLoad
+from request_sched.policies.fcfs import FcfsQueue
+from request_sched.queue import RequestQueue
+from request_sched.types import WaitingRequest
 
 
 @dataclass(frozen=True)
@@ -101,14 +107,16 @@ class Held:
         latest_start_s: latest start meeting its SLO (``inf``: none).
         booked_s: host clock of its latest booking with the dispatcher (seconds; see
             :meth:`HoldQueues.stale_bookings`).
+        waiting: its entry in the engine's hold queue (``enqueue_s`` = ``held_s``).
     """
 
     request_id: str
     engine_id: int
     tokens: int
     held_s: float
-    latest_start_s: float = math.inf
-    booked_s: float = -math.inf
+    latest_start_s: float
+    booked_s: float
+    waiting: WaitingRequest
 
 
 @dataclass(frozen=True)
@@ -126,13 +134,15 @@ class HoldQueues:
     Args:
         num_engines: engines ``0..num_engines-1``.
         max_in_flight: sent-and-unfinished requests at which an engine is full (>= 1).
+        make_queue: builds one engine's hold queue (release order); FCFS by default.
     """
 
-    def __init__(self, num_engines: int, max_in_flight: int) -> None:
+    def __init__(self, num_engines: int, max_in_flight: int,
+                 make_queue: Callable[[], RequestQueue] = FcfsQueue) -> None:
         if num_engines < 1 or max_in_flight < 1:
             raise ValueError("num_engines and max_in_flight must be >= 1")
         self.max_in_flight = max_in_flight
-        self._queues: list[deque[Held]] = [deque() for _ in range(num_engines)]
+        self._queues: list[RequestQueue] = [make_queue() for _ in range(num_engines)]
         self._held: dict[str, Held] = {}
         self._sent: dict[str, int] = {}  # request id -> engine
         self._in_flight = [0] * num_engines
@@ -142,9 +152,9 @@ class HoldQueues:
 
     # --- state --------------------------------------------------------------------------------
 
-    def held(self, engine_id: int) -> list[Held]:
-        """Requests held for ``engine_id``, head first."""
-        return list(self._queues[engine_id])
+    def held(self, engine_id: int, now: float) -> list[Held]:
+        """Requests held for ``engine_id`` in release order at ``now``, next first."""
+        return [waiting.host_ref for waiting in self._queues[engine_id].ordered(now)]
 
     def held_count(self) -> int:
         return len(self._held)
@@ -168,30 +178,34 @@ class HoldQueues:
     # --- transitions ----------------------------------------------------------------------------
 
     def submit(self, request_id: str, engine_id: int, tokens: int, now: float,
-               latest_start_s: float = math.inf) -> bool:
+               latest_start_s: float = math.inf, max_new_tokens: int = 0, priority: int = 0) -> bool:
         """A request picked for ``engine_id``: True = send it now (booked as sent), False = held.
 
-        It is sent at once only when the engine has a free slot and nothing is held ahead of it.
-        Raises ValueError for an id that is already held or sent.
+        It is sent at once only when the engine has a free slot and nothing is held for it.
+        ``tokens`` (prompt), ``max_new_tokens`` and ``priority`` are what the hold queue's policy
+        orders by. Raises ValueError for an id that is already held or sent.
         """
         if request_id in self._held or request_id in self._sent:
             raise ValueError(f"request {request_id!r} is already held or sent")
-        if not self._queues[engine_id] and self.occupied(engine_id) < self.max_in_flight:
+        if not len(self._queues[engine_id]) and self.occupied(engine_id) < self.max_in_flight:
             self._mark_sent(request_id, engine_id)
             return True
-        held = Held(request_id, engine_id, max(0, tokens), now, latest_start_s, booked_s=now)
+        tokens = max(0, tokens)
+        waiting = WaitingRequest(request_id, now, tokens, max_new_tokens, priority=priority)
+        held = Held(request_id, engine_id, tokens, now, latest_start_s, now, waiting)
+        waiting.host_ref = held
         self._held[request_id] = held
-        self._queues[engine_id].append(held)
+        self._queues[engine_id].add(waiting, now)
         return False
 
     def release(self, healthy: Sequence[bool], now: float) -> list[Release]:
-        """Pop queue heads of healthy engines while they have free slots; they are now sent."""
+        """Pop healthy engines' queues in their order while they have free slots; now sent."""
         out: list[Release] = []
         for engine_id, queue in enumerate(self._queues):
             if not healthy[engine_id]:
                 continue
-            while queue and self.occupied(engine_id) < self.max_in_flight:
-                held = queue.popleft()
+            while len(queue) and self.occupied(engine_id) < self.max_in_flight:
+                held = queue.pop(now).host_ref
                 del self._held[held.request_id]
                 self._mark_sent(held.request_id, engine_id)
                 out.append(Release(held.request_id, engine_id, now - held.held_s))
@@ -212,19 +226,19 @@ class HoldQueues:
         """Take a held request out (its client left, or it has nowhere to go); None if not held."""
         held = self._held.pop(request_id, None)
         if held is not None:
-            self._queues[held.engine_id].remove(held)
+            self._queues[held.engine_id].remove(held.waiting)
         return held
 
     def retarget(self, request_id: str, engine_id: int, now: float) -> bool:
-        """Move a held request to the back of ``engine_id``'s queue (the host re-books it there at
-        ``now``); False if it is not held."""
+        """Move a held request into ``engine_id``'s queue, keeping its hold time (the host re-books
+        it there at ``now``); False if it is not held."""
         held = self._held.get(request_id)
         if held is None:
             return False
-        self._queues[held.engine_id].remove(held)
+        self._queues[held.engine_id].remove(held.waiting)
         held.engine_id = engine_id
         held.booked_s = now
-        self._queues[engine_id].append(held)
+        self._queues[engine_id].add(held.waiting, now)
         return True
 
     def stale_bookings(self, reported_s: Sequence[float], now: float) -> list[Held]:
@@ -236,16 +250,15 @@ class HoldQueues:
         times), which keeps held requests in the dispatcher's view of their engine's load.
         """
         out = []
-        for engine_id, queue in enumerate(self._queues):
-            for held in queue:
-                if held.booked_s <= reported_s[engine_id]:
-                    held.booked_s = now
-                    out.append(held)
+        for held in self._held.values():
+            if held.booked_s <= reported_s[held.engine_id]:
+                held.booked_s = now
+                out.append(held)
         return out
 
     def stranded(self, healthy: Sequence[bool]) -> list[str]:
         """Ids held for engines that are not healthy (the host re-picks or withdraws them)."""
-        return [h.request_id for e, queue in enumerate(self._queues) if not healthy[e] for h in queue]
+        return [rid for rid, held in self._held.items() if not healthy[held.engine_id]]
 
     # --- rebalancing ------------------------------------------------------------------------------
 
@@ -260,7 +273,7 @@ class HoldQueues:
         queues = []
         for engine_id, load in enumerate(loads):
             waiting = [QueuedRequest(h.request_id, h.tokens, h.latest_start_s)
-                       for h in self._queues[engine_id]]
+                       for h in self.held(engine_id, now)]
             shown = dataclasses.replace(load, pending_prefill_tokens=load.pending_prefill_tokens
                                         + sum(r.predicted_tokens for r in waiting))
             queues.append(EngineQueue(shown, waiting))

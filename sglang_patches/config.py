@@ -35,6 +35,7 @@ factories; never imports SGLang. Every section and key is optional; the defaults
     [dp_controller]            # SGLang's data-parallel controller process (with --dp-size > 1)
     block_when_idle = true     # wait on its socket instead of spinning a core at 100% (stock)
     late_binding = false       # hold requests while their rank is full; rebalance them (needs [dispatch])
+    hold_order = "request"     # release order of held requests: "request" ([request] policy) or "fcfs"
     [dp_controller.hold]       # engine_dispatch.late_binding.HoldParams: max_in_flight = running +
                                #   waiting requests per rank at which it is full, tick_s, step_model
     [dp_controller.rebalance]  # engine_dispatch.rebalance.RebalanceConfig fields
@@ -168,12 +169,15 @@ class DpControllerConfig:
     (:mod:`sglang_patches.hooks.dp_idle`); ``false`` keeps stock SGLang's spinning loop.
     ``late_binding``: hold each request in the controller while the rank the dispatcher chose is
     full and rebalance held requests between ranks (:mod:`sglang_patches.hooks.dp_late_binding`;
-    its loop also waits blocking); ``hold`` and ``rebalance`` are the ``[hold]`` and
-    ``[rebalance]`` tables of the router's late-binding file (``configs/late_binding.toml``).
+    its loop also waits blocking); ``hold_order``: held requests are released in the order of the
+    ``[request]`` policy (``"request"``, with its options) or FCFS (``"fcfs"``); ``hold`` and
+    ``rebalance`` are the ``[hold]`` and ``[rebalance]`` tables of the router's late-binding file
+    (``configs/late_binding.toml``).
     """
 
     block_when_idle: bool = True
     late_binding: bool = False
+    hold_order: str = "request"
     hold: Mapping[str, Any] = field(default_factory=_frozen)
     rebalance: Mapping[str, Any] = field(default_factory=_frozen)
 
@@ -313,6 +317,16 @@ def _fraction(value: Any) -> float:
     return float(value)
 
 
+#: ``dp_controller.hold_order`` values
+HOLD_ORDERS = ("request", "fcfs")
+
+
+def _hold_order(value: Any) -> str:
+    if value not in HOLD_ORDERS:
+        raise ValueError(f"expected one of {', '.join(repr(o) for o in HOLD_ORDERS)}")
+    return value
+
+
 def _preemption(value: Any) -> PreemptionConfig:
     if not isinstance(value, dict):
         raise ValueError("expected a table (enabled, size_ratio, max_per_request, overdue)")
@@ -340,7 +354,8 @@ _SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
                                   "warmup": _positive, "floor_tokens": _positive,
                                   "ceiling_tokens": _positive}),
     "dp_controller": (DpControllerConfig, {"block_when_idle": _bool, "late_binding": _bool,
-                                           "hold": _table, "rebalance": _table}),
+                                           "hold_order": _hold_order, "hold": _table,
+                                           "rebalance": _table}),
     "experts": (ExpertsConfig, {"placement_file": _path, "transitions_file": _path,
                                 "solver": _table}),
     "refit": (RefitConfig, {"enabled": _bool, "base_model": _path, "log_interval_steps": _positive,
@@ -426,6 +441,9 @@ def _check_late_binding(config: MoeschedConfig, source: str) -> None:
     if not config.dispatch.enabled:
         raise ValueError(f"{source}: dp_controller.late_binding: holds the requests the plugin's "
                          "dispatcher places; expected [dispatch] enabled = true")
+    if config.dp_controller.hold_order == "request" and not config.request.enabled:
+        raise ValueError(f"{source}: dp_controller.hold_order: \"request\" orders held requests by the "
+                         "[request] policy, which is off; expected \"fcfs\" or [request] enabled = true")
     from perf_model.model_file import resolve_model
 
     try:

@@ -115,13 +115,22 @@ def _make_hold(config: MoeschedConfig) -> Any:
     """Builder of a DP controller's late-binding hold (``[dp_controller] late_binding``)."""
     from engine_dispatch.rebalance import SelectiveRebalancer
     from perf_model.model_file import resolve_model
+    from request_sched.policies import create_queue
+    from request_sched.policies.fcfs import FcfsQueue
+    from request_sched.queue import RequestQueue
     from sglang_patches.hooks.dp_late_binding import ControllerHold
 
     late = config.dp_controller.late_binding_config()
+    request = config.request
+
+    def make_queue() -> RequestQueue:  # the ranks' own order, unless hold_order = "fcfs"
+        if config.dp_controller.hold_order == "fcfs":
+            return FcfsQueue()
+        return create_queue(request.policy, **request.options)
 
     def make_hold(num_ranks: int) -> ControllerHold:  # only the DP controller gets here
         return ControllerHold(late, SelectiveRebalancer(late.rebalance, resolve_model(late.hold.step_model)),
-                              num_ranks)
+                              num_ranks, make_queue)
 
     return make_hold
 
@@ -176,7 +185,8 @@ def _eplb_hooks(config: MoeschedConfig) -> None:
 
 def _dp_controller_mode(config: MoeschedConfig) -> str:
     if config.dp_controller.late_binding:
-        return f"late-binding(max_in_flight={config.dp_controller.late_binding_config().hold.max_in_flight})"
+        hold = config.dp_controller.late_binding_config().hold
+        return f"late-binding(max_in_flight={hold.max_in_flight}, order={config.dp_controller.hold_order})"
     return "blocking" if config.dp_controller.block_when_idle else "spinning"
 
 

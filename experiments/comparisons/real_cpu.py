@@ -48,9 +48,13 @@ from experiments.engines.server import EngineServer
 from experiments.metrics.runs import load_runs
 from sglang_patches.config import load_config
 
-OPPONENTS = ("stock", "vllm")
+#: "plugin" = the patched server without the DP controller's late binding (with --late-binding)
+OPPONENTS = ("stock", "vllm", "plugin")
 PATCHED = "patched"
 DISPATCH_CONFIG = REPO_ROOT / "configs" / "moesched-dp-dispatch.toml"
+#: prices the late-binding rebalancer's drain times: SGLang's CPU step model calibrated here
+#: (docs/request_sched.md, budget_real)
+CPU_STEP_MODEL = REPO_ROOT / "results" / "budget_real" / "sglang_cpu_base.coef.json"
 #: every request's prompt + output stays within this (vLLM --max-model-len, SGLang --context-length)
 MAX_MODEL_LEN = 2048
 
@@ -81,7 +85,8 @@ def _sglang_env(limits: EngineLimits) -> dict[str, str]:
 
 
 def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> ServerConfig:
-    """The server behind ``label`` (``patched``, ``stock`` or ``vllm``) on a free port."""
+    """The server behind ``label`` (``patched``, ``plugin``, ``stock`` or ``vllm``) on a free port;
+    ``plugin`` runs with :func:`plugin_config_path` ``(moesched_config)``."""
     port = pick_free_port()
     if label == "vllm":
         return ServerConfig("vllm", port, max_model_len=MAX_MODEL_LEN, extra_args=(
@@ -90,24 +95,36 @@ def server_config(label: str, limits: EngineLimits, moesched_config: Path) -> Se
     if label == "stock":
         return ServerConfig("sglang", port, extra_args=args, extra_env=env,
                             sglang_max_total_tokens=limits.sglang_kv_tokens_per_rank)
-    if label == PATCHED:
+    if label in (PATCHED, "plugin"):
+        config_path = moesched_config if label == PATCHED else plugin_config_path(moesched_config)
         # what `moesched serve` sets: the switch and the config for every SGLang process, and the
         # load-balance method whose DP-controller method the plugin replaces (with --dp-size > 1)
         dispatch = ("--load-balance-method", "total_tokens") if limits.dp_size > 1 and limits.moesched_dispatch else ()
         # and, with [request.preemption] on, the flag under which SGLang consults its preemption path
         preemption = ("--enable-priority-scheduling",) if limits.moesched_preemption else ()
         return ServerConfig("sglang", port, extra_args=args + dispatch + preemption, sglang_plugins=True,
-                            extra_env={**env, "MOESCHED_ENABLE": "1", "MOESCHED_CONFIG": str(moesched_config)},
+                            extra_env={**env, "MOESCHED_ENABLE": "1", "MOESCHED_CONFIG": str(config_path)},
                             sglang_max_total_tokens=limits.sglang_kv_tokens_per_rank)
     raise ValueError(f"server label: expected {PATCHED} or one of {', '.join(OPPONENTS)}, got {label!r}")
 
 
+def plugin_config_path(moesched_config: Path) -> Path:
+    """Where the ``plugin`` opponent's config (the patched one without late binding) is written."""
+    return moesched_config.with_name("moesched_plugin.toml")
+
+
 def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool, dispatch: bool = True,
-                  preemption_ratio: float | None = 2.0, dp_block_when_idle: bool = True) -> str:
+                  preemption_ratio: float | None = 2.0, dp_block_when_idle: bool = True,
+                  late_binding: int | None = None, prefill_tokens: int = 2048) -> str:
     """The plugin's config for the comparison: sjf-aging with the given bound and aging rate (step
     model: the default H100 preset), preemption with ``preemption_ratio`` (None: off), scored DP
     dispatch unless ``dispatch`` is False, the DP controller's blocking wait unless
-    ``dp_block_when_idle`` is False (then it spins as in stock SGLang)."""
+    ``dp_block_when_idle`` is False (then it spins as in stock SGLang); with ``late_binding`` = N
+    the DP controller holds requests while a rank has N running + waiting (rebalancer priced by
+    :data:`CPU_STEP_MODEL`, drain chunks of ``prefill_tokens``)."""
+    late = "" if late_binding is None else (
+        f"late_binding = true\n\n[dp_controller.hold]\nmax_in_flight = {late_binding}\n"
+        f"step_model = \"{CPU_STEP_MODEL}\"\n\n[dp_controller.rebalance]\nchunk_tokens = {prefill_tokens}\n")
     return (
         "# written by experiments/comparisons/real_cpu.py (plugin config of the patched SGLang)\n"
         "[request]\npolicy = \"sjf-aging\"\n\n[request.options]\n"
@@ -119,7 +136,7 @@ def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool,
            "overdue = true\n\n") +
         f"[dispatch]\nenabled = {'true' if dispatch else 'false'}\npolicy = \"scored\"\n\n[dispatch.options]\n"
         f"config_path = \"{DISPATCH_CONFIG}\"  # stale_after_s = 30: CPU loop iterations took up to seconds\n\n"
-        f"[dp_controller]\nblock_when_idle = {'true' if dp_block_when_idle else 'false'}\n\n"
+        f"[dp_controller]\nblock_when_idle = {'true' if dp_block_when_idle else 'false'}\n{late}\n"
         "[log]\nfirst_orderings = 10\nsummary_interval_s = 15.0\n"
     )
 
@@ -217,7 +234,10 @@ def targets(pairs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"issue": 4, "target": "patched: every TTFT <= max_wait_s + one step (every round)",
                     "pooled": sum(c["over_bound"] for c in checks), "min": None, "max": None, "bound": 0,
                     "met": all(c["met"] for c in checks)})
-    for opponent in OPPONENTS:
+    if "plugin" in pairs:
+        out.append(_ratio_target(8, "mean TTFT: plugin without / with DP-controller late binding > 1 in every round",
+                                 pairs["plugin"]["analysis"]["ratios"]["ttft_mean"], 1.0, strict=True))
+    for opponent in ("stock", "vllm"):
         if opponent in pairs:
             out.append(_ratio_target(7, f"mean TTFT: {opponent} / patched > 1 in every round (patched beats {opponent})",
                                      pairs[opponent]["analysis"]["ratios"]["ttft_mean"], 1.0, strict=True))
@@ -227,7 +247,9 @@ def targets(pairs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.comparisons.real_cpu",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--opponents", default="stock,vllm", help="comma-separated, from: stock, vllm")
+    parser.add_argument("--opponents", default="stock,vllm",
+                        help="comma-separated, from: stock, vllm, plugin (the patched server without "
+                             "late binding; needs --late-binding)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pair (>= 3 for a spread)")
     w = parser.add_argument_group("workload (mixed_workload.MixedWorkload)")
     w.add_argument("--requests", type=int, default=384)
@@ -258,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patched server: keep stock SGLang's spinning DP-controller loop (ablation of the "
                         "plugin's [dp_controller] block_when_idle)")
     p.add_argument("--size-ratio", type=float, default=2.0, help="preemption size ratio (> 1)")
+    p.add_argument("--late-binding", type=int, default=None, metavar="N",
+                   help="patched server: the DP controller holds requests while their rank has N running + "
+                        "waiting requests and rebalances them ([dp_controller] late_binding)")
     p.add_argument("--oracle-max-tokens", action="store_true",
                    help="let the predictor cap estimates by max_tokens (= the true output length here)")
     o = parser.add_argument_group("output")
@@ -298,6 +323,11 @@ def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWork
         raise ValueError(f"--long: prompt_max + output_max must be <= {MAX_MODEL_LEN}")
     if not args.size_ratio > 1:
         raise ValueError(f"--size-ratio: expected a number > 1, got {args.size_ratio}")
+    if args.late_binding is not None and (args.late_binding < 1 or args.dp_size < 2 or args.request_layer_only):
+        raise ValueError("--late-binding: expected an integer >= 1, with --dp-size 2 and the plugin's dispatch")
+    if "plugin" in opponents and args.late_binding is None:
+        raise ValueError("--opponents plugin: compares against the patched server without late binding; "
+                         "expected --late-binding N")
     limits = EngineLimits(args.max_running, args.prefill_tokens, args.dp_size, args.sglang_kv_tokens,
                           moesched_dispatch=not args.request_layer_only,
                           moesched_preemption=not args.no_preemption)
@@ -350,11 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     trace = out / "workload.csv"
     rows = workload.write_csv(trace)
     moesched_config = (out / "moesched.toml").resolve()
+    plugin_options = {"dispatch": not args.request_layer_only,
+                      "preemption_ratio": None if args.no_preemption else args.size_ratio,
+                      "dp_block_when_idle": not args.dp_controller_spin}
     atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.aging_rate, args.oracle_max_tokens,
-                                                    dispatch=not args.request_layer_only,
-                                                    preemption_ratio=None if args.no_preemption else args.size_ratio,
-                                                    dp_block_when_idle=not args.dp_controller_spin))
+                                                    late_binding=args.late_binding,
+                                                    prefill_tokens=args.prefill_tokens, **plugin_options))
     load_config(moesched_config)  # refuse a bad plugin config before any server starts
+    if "plugin" in opponents:
+        atomic_write_text(plugin_config_path(moesched_config),
+                          moesched_toml(args.max_wait_s, args.aging_rate, args.oracle_max_tokens, **plugin_options))
     pairs: dict[str, dict[str, Any]] = {}
     for opponent in opponents:
         facts = run_pair(args, opponent, limits, trace, moesched_config)
@@ -367,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                      "output_tokens": sum(r[2] for r in rows), "prompt_tokens": sum(r[1] for r in rows)},
         "limits": asdict(limits), "max_model_len": MAX_MODEL_LEN, "max_wait_s": args.max_wait_s, "aging_rate": args.aging_rate,
         "predictor_capped_by_max_tokens": args.oracle_max_tokens, "rounds": args.rounds,
-        "dp_controller_blocking": not args.dp_controller_spin,
+        "dp_controller_blocking": not args.dp_controller_spin, "late_binding_max_in_flight": args.late_binding,
         "pairs": pairs,
     }
     write_summary(out, summary)

@@ -10,7 +10,10 @@ picked a rank, to this controller's :class:`ControllerHold` instead of sending i
   snapshots (:class:`~engine_dispatch.late_binding.HoldQueues` with ``report_occupancy``; a request
   leaves "in flight" when :class:`~sglang_patches.hooks.dp_dispatch.ReportCoverage` says a snapshot
   covers it). A request is sent at once when its rank has room and nothing is held ahead of it.
-* **Held** requests wait in the controller, one FIFO per rank, as the tokenized SGLang objects.
+* **Held** requests wait in the controller, one queue per rank, as the tokenized SGLang objects,
+  released in the order of ``make_queue``'s policy: by default the request policy the ranks run
+  (``[request]``; with a FIFO in front of them, sjf-aging inside the ranks would only order the
+  few requests each rank is given).
   They stay booked with the dispatcher on their rank (re-booked whenever a newer snapshot would be
   taken to cover them), so new requests see them as load.
 * **Tick** (every ``hold.tick_s`` while anything is held, on the controller's own thread, see
@@ -33,6 +36,8 @@ from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.late_binding import HoldQueues, LateBindingConfig
 from engine_dispatch.rebalance import SelectiveRebalancer
 from engine_dispatch.types import DispatchRequest, EngineLoad
+from request_sched.policies.fcfs import FcfsQueue
+from request_sched.queue import RequestQueue
 from sglang.srt.managers.data_parallel_controller import DataParallelController
 from sglang.srt.managers.io_struct import sock_recv
 from sglang.srt.plugins.hook_registry import HookRegistry, HookType
@@ -55,13 +60,14 @@ class ControllerHold:
         config: ``[hold]`` and ``[rebalance]`` settings.
         rebalancer: prices moves with ``config.hold.step_model``.
         num_ranks: DP worker slots.
+        make_queue: builds one rank's hold queue (its release order).
     """
 
     def __init__(self, config: LateBindingConfig, rebalancer: SelectiveRebalancer,
-                 num_ranks: int) -> None:
+                 num_ranks: int, make_queue: Callable[[], RequestQueue] = FcfsQueue) -> None:
         self.config = config
         self.rebalancer = rebalancer
-        self.queues = HoldQueues(num_ranks, config.hold.max_in_flight)
+        self.queues = HoldQueues(num_ranks, config.hold.max_in_flight, make_queue)
         self._held: dict[str, tuple[object, DispatchRequest]] = {}
         self.held_total = 0
         self.moved = 0
@@ -72,7 +78,8 @@ class ControllerHold:
 
     def submit(self, req: object, request: DispatchRequest, rank: int, now: float) -> bool:
         """True: send ``req`` to ``rank`` now; False: it is held (sent later by :meth:`tick`)."""
-        if self.queues.submit(request.request_id, rank, request.prompt_tokens, now):
+        if self.queues.submit(request.request_id, rank, request.prompt_tokens, now,
+                              max_new_tokens=request.max_new_tokens):
             return True
         self._held[request.request_id] = (req, request)
         self.held_total += 1

@@ -140,6 +140,11 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
     assert preemption.enabled and preemption.size_ratio == 3.0 and preemption.max_per_request == 1
     off = parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, preemption_ratio=None), "g").request.preemption
     assert not off.enabled
+    late = parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, late_binding=6, prefill_tokens=4096), "g")
+    assert late.dp_controller.late_binding
+    assert late.dp_controller.late_binding_config().hold.max_in_flight == 6
+    assert late.dp_controller.late_binding_config().rebalance.chunk_tokens == 4096
+    assert not parse_config(real_cpu.moesched_toml(25.0, 1e-4, False), "g").dp_controller.late_binding
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -147,6 +152,8 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
     (["--long", "1024,2000,16,100"], "--long"), (["--short", "1,2,3"], "--short"),
     (["--max-wait-s", "0"], "--max-wait-s"), (["--aging-rate", "-1"], "--aging-rate"),
     (["--size-ratio", "1"], "--size-ratio"),
+    (["--opponents", "plugin"], "expected --late-binding N"), (["--late-binding", "0"], "--late-binding"),
+    (["--late-binding", "4", "--request-layer-only"], "--late-binding"),
 ])
 def test_bad_options_exit_2_before_any_server_starts(argv, message, tmp_path, capsys):
     assert real_cpu.main(argv + ["--out", str(tmp_path / "o")]) == 2

@@ -13,6 +13,7 @@ from engine_dispatch.late_binding import HoldQueues, load_late_binding
 from engine_dispatch.rebalance import Move, RebalanceConfig, SelectiveRebalancer
 from engine_dispatch.types import EngineLoad
 from perf_model.presets import preset_model
+from request_sched.policies import create_queue
 
 ENGINES = 3
 MODEL = preset_model("qwen3-30b-a3b-h100")
@@ -121,7 +122,7 @@ class HoldMachine(RuleBasedStateMachine):
     @invariant()
     def books_match(self):
         for e in range(ENGINES):
-            held = [h.request_id for h in self.q.held(e)]
+            held = [h.request_id for h in self.q.held(e, self.now)]
             assert sorted(held) == sorted(r for r, s in self.state.items() if s == ("held", e))
             sent = [r for r, s in self.state.items() if s == ("sent", e)]
             assert self.q.in_flight(e) == len(sent) <= self.q.max_in_flight
@@ -148,6 +149,19 @@ TestHoldQueues = HoldMachine.TestCase
 TestHoldQueues.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
+class PolicyOrderedHoldMachine(HoldMachine):
+    """The same books with each hold queue ordered by sjf-aging (as SGLang's DP controller runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = HoldQueues(ENGINES, max_in_flight=1,
+                            make_queue=lambda: create_queue("sjf-aging", output_estimate="none", max_wait_s=1.0))
+
+
+TestPolicyOrderedHoldQueues = PolicyOrderedHoldMachine.TestCase
+TestPolicyOrderedHoldQueues.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+
+
 def test_submit_sends_at_once_only_with_room_and_empty_queue():
     q = HoldQueues(2, max_in_flight=1)
     assert q.submit("a", 0, 10, 0.0)
@@ -158,7 +172,7 @@ def test_submit_sends_at_once_only_with_room_and_empty_queue():
     assert not q.submit("c", 0, 10, 1.0)  # "b" is ahead: FIFO per engine
     released = q.release([True, True], 2.0)
     assert [(r.request_id, r.engine_id, r.held_for_s) for r in released] == [("b", 0, 2.0)]
-    assert q.held(0)[0].request_id == "c"
+    assert q.held(0, 2.0)[0].request_id == "c"
 
 
 def test_reported_requests_count_against_the_cap_until_the_report_drops():
@@ -171,6 +185,22 @@ def test_reported_requests_count_against_the_cap_until_the_report_drops():
     assert q.release([True], 1.0) == [] and q.occupied(0) == 3
     q.report_occupancy(0, 1)  # two finished
     assert [r.request_id for r in q.release([True], 2.0)] == ["b"] and q.occupied(0) == 2
+
+
+def test_policy_ordered_hold_queue_releases_short_prompts_first_and_moves_keep_their_hold_time():
+    q = HoldQueues(2, max_in_flight=1, make_queue=lambda: create_queue("sjf-aging", output_estimate="none"))
+    assert q.submit("running", 0, 10, 0.0)
+    for rid, tokens, t in (("long", 8000, 1.0), ("short", 50, 2.0), ("mid", 900, 3.0)):
+        q.submit(rid, 0, tokens, t)
+    assert [h.request_id for h in q.held(0, 3.0)] == ["short", "mid", "long"]
+    q.finished("running")
+    assert [r.request_id for r in q.release([True, True], 4.0)] == ["short"]
+    fifo = HoldQueues(2, max_in_flight=1)
+    assert fifo.submit("busy0", 0, 10, 0.0) and fifo.submit("busy1", 1, 10, 0.0)  # both full
+    for rid, engine, t in (("early", 0, 1.0), ("late", 1, 2.0)):
+        assert not fifo.submit(rid, engine, 10, t)
+    fifo.retarget("early", 1, 3.0)
+    assert [h.request_id for h in fifo.held(1, 3.0)] == ["early", "late"]  # held before "late"
 
 
 def test_held_requests_are_rebooked_once_a_report_would_cover_them():
@@ -194,7 +224,7 @@ def test_overloaded_hold_queue_is_rebalanced_to_the_idle_engine():
     moves = q.rebalance(rebalancer, loads, 1.0)
     assert 1 <= len(moves) <= 2  # the move cap (max_burst) holds
     assert all(m.source == 0 and m.target == 1 and m.after_s < m.before_s for m in moves)
-    assert [h.request_id for h in q.held(1)] == [m.request_id for m in moves]
+    assert [h.request_id for h in q.held(1, 1.0)] == [m.request_id for m in moves]
     loads[1].healthy = False
     assert q.rebalance(rebalancer, loads, 10.0) == []  # never onto an unhealthy engine
 

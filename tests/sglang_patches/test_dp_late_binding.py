@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ from engine_dispatch.factory import create_dispatcher  # noqa: E402
 from engine_dispatch.late_binding import HoldParams, LateBindingConfig  # noqa: E402
 from engine_dispatch.rebalance import RebalanceConfig, SelectiveRebalancer  # noqa: E402
 from perf_model.presets import preset_model  # noqa: E402
+from request_sched.policies import create_queue  # noqa: E402
+from request_sched.policies.fcfs import FcfsQueue  # noqa: E402
+from request_sched.queue import RequestQueue  # noqa: E402
 from sglang_patches.decision_log import DecisionLog  # noqa: E402
 from sglang_patches.hooks.dp_dispatch import DpDispatchHook  # noqa: E402
 from sglang_patches.hooks.dp_late_binding import ControllerHold, LateBindingLoop  # noqa: E402
@@ -35,12 +39,14 @@ EAGER = RebalanceConfig(long_wait_s=0.0, cooldown_s=0.0, overload_abs_s=0.0, per
 
 
 def make_hook(max_in_flight: int, rebalance: RebalanceConfig = RebalanceConfig(),
-              policy: str = "round-robin") -> DpDispatchHook:
+              policy: str = "round-robin",
+              make_queue: Callable[[], RequestQueue] = FcfsQueue) -> DpDispatchHook:
     late = LateBindingConfig(HoldParams(max_in_flight=max_in_flight), rebalance)
     options = {"block_tokens": 16} if policy == "scored" else {}
     return DpDispatchHook(lambda n: create_dispatcher(policy, n, **options), policy, 16,
                           lambda: DecisionLog(3, 0),
-                          lambda n: ControllerHold(late, SelectiveRebalancer(rebalance, MODEL), n))
+                          lambda n: ControllerHold(late, SelectiveRebalancer(rebalance, MODEL), n,
+                                                   make_queue))
 
 
 def publish(controller: object, rank: int, running: int, waiting: int = 0,
@@ -66,6 +72,17 @@ def test_full_rank_holds_and_a_snapshot_with_room_releases_in_arrival_order() ->
     publish(controller, 1, running=0)
     assert hook.tick(controller) is False  # rank 0: "a" in flight + "c"; rank 1: "b", "d"
     assert [s.rids() for s in controller.workers] == [["a", "c"], ["b", "d"]]
+
+
+def test_held_requests_leave_in_the_request_policys_order() -> None:
+    hook = make_hook(max_in_flight=1, make_queue=lambda: create_queue("sjf-aging", cap_by_max_tokens=False))
+    controller = so.dp_controller([so.snapshot(0, running=1)])
+    for rid, tokens in (("long", 1800), ("short", 40), ("mid", 600)):
+        hook.total_tokens_scheduler(controller, so.tokenized_req(rid, tokens))
+    for _ in range(10):  # the rank empties and reports it twice (the second covers what was sent)
+        publish(controller, 0, running=0)
+        hook.tick(controller)
+    assert controller.workers[0].rids() == ["short", "mid", "long"]
 
 
 def test_requests_sent_before_a_snapshot_counts_them_fill_the_rank() -> None:
@@ -105,8 +122,8 @@ def test_inactive_rank_strands_nothing() -> None:
     publish(controller, 1, running=0)
     while hook.tick(controller):
         publish(controller, 1, running=0)
-    # "a" (held on rank 0) is re-picked onto rank 1, behind "b" held there
-    assert [s.rids() for s in controller.workers] == [[], ["b", "a"]]
+    # "a" (held on rank 0) is re-picked onto rank 1, ahead of "b", which was held after it
+    assert [s.rids() for s in controller.workers] == [[], ["a", "b"]]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -204,3 +221,6 @@ def test_plugin_registers_the_late_binding_loop_instead_of_the_idle_one(
     loops = [hook for kind, hook, _ in HookRegistry._hooks[dp_idle.EVENT_LOOP] if kind == HookType.REPLACE]
     assert len(loops) == 1 and isinstance(loops[0].__self__, LateBindingLoop)
     assert loops[0].__self__._tick_ms == 50
+    dispatch = loops[0].__self__._tick.__self__  # the DpDispatchHook whose tick the loop calls
+    hold = dispatch._make_hold(2)
+    assert type(hold.queues._queues[0]).__name__ == "SjfAgingQueue"  # the [request] default policy
