@@ -21,6 +21,7 @@ from experiments.bench.client import send_request
 from experiments.bench.endpoints import Endpoint
 from experiments.metrics.records import RequestRecord
 from experiments.workloads.types import TraceRequest
+from moesched_base.http import upstream_connector
 
 #: builds the prompts of one round: (requests, round seed) -> one prompt text per request
 PromptFactory = Callable[[list[TraceRequest], int], list[str]]
@@ -73,8 +74,9 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
     """Send each request at its ``arrival_s`` after the start; wait for all; return records and duration."""
     timeout = aiohttp.ClientTimeout(total=options.request_timeout_s, sock_connect=10.0,
                                     sock_read=options.stall_timeout_s)
-    connector = aiohttp.TCPConnector(limit=0)  # no client-side queue: the server sees the trace's concurrency
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector, read_bufsize=2**20) as session:
+    # no client-side queue (the server sees the trace's concurrency), no stale keep-alive reuse
+    async with aiohttp.ClientSession(timeout=timeout, connector=upstream_connector(),
+                                     read_bufsize=2**20) as session:
 
         async def one(req: TraceRequest, prompt: str) -> RequestRecord:
             record = await send_request(session, options.api, endpoint, req, prompt, replay_start=start,
