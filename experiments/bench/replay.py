@@ -74,7 +74,7 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
     """Send each request at its ``arrival_s`` after the start; wait for all; return records and duration."""
     timeout = aiohttp.ClientTimeout(total=options.request_timeout_s, sock_connect=10.0,
                                     sock_read=options.stall_timeout_s)
-    # no client-side queue (the server sees the trace's concurrency), no stale keep-alive reuse
+    # no client-side queue (the server sees the trace's concurrency), a connection per request
     async with aiohttp.ClientSession(timeout=timeout, connector=upstream_connector(),
                                      read_bufsize=2**20) as session:
 
