@@ -34,9 +34,6 @@ Variants (GAPS ablations):
 - ``gaps-bound`` / ``no-rebalancing-bound``: the same two with sjf-aging's starvation bound at the
   TTFT SLO instead of its default 10 s (a request past its TTFT objective is served before fresh
   ones, oldest first).
-- ``gaps-promote``: ``gaps`` whose moved requests gain one priority class on their target
-  (sjf-aging forgives ``priority_weight_s`` = 1 s of job size per class, so a moved request is
-  served ahead of every request not moved; compared with ``no-rebalancing``).
 - ``eager``: ``gaps`` with an unthrottled rebalancer (a round every 20 ms, every waiting request a
   candidate on any engine above the mean, no move cap, no cooldown, free moves), error 0 only: how
   far moving waiting requests can go at all in that scenario.
@@ -44,8 +41,7 @@ Variants (GAPS ablations):
 Reported per (scenario, variant, error): P99 / mean TTFT, SLO violation rate (TTFT >
 ``--slo-ttft-ms``), moves applied and lost to races, the share of the P99 tail with prompts over 4,096 tokens, as mean and standard deviation over
 ``--seeds`` seeds (seed = error draw, step noise and drift); the P99 ratio with / without
-rebalancing per seed (mean, min, max), for each pair (``gaps``, ``gaps-fcfs``, ``gaps-bound``,
-``gaps-promote``). ``--refresh-sweep``
+rebalancing per seed (mean, min, max), for each pair (``gaps``, ``gaps-fcfs``, ``gaps-bound``). ``--refresh-sweep``
 repeats ``gaps`` and ``no-rebalancing`` in ``router-replicas`` at 20% error for other report
 intervals.
 
@@ -97,13 +93,13 @@ from request_sched.types import WaitingRequest
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("gaps", "no-rebalancing", "no-prediction", "local-only", "eager", "gaps-fcfs",
-            "no-rebalancing-fcfs", "gaps-bound", "no-rebalancing-bound", "gaps-promote")
+            "no-rebalancing-fcfs", "gaps-bound", "no-rebalancing-bound")
 #: variants run at every injected error (the others at error 0 only)
 ERROR_VARIANTS = ("gaps", "no-rebalancing", "local-only", "gaps-fcfs", "no-rebalancing-fcfs", "gaps-bound",
-                  "no-rebalancing-bound", "gaps-promote")
+                  "no-rebalancing-bound")
 #: (with, without) rebalancing pairs whose P99 ratio is reported
 RATIO_PAIRS = (("gaps", "no-rebalancing"), ("gaps-fcfs", "no-rebalancing-fcfs"),
-               ("gaps-bound", "no-rebalancing-bound"), ("gaps-promote", "no-rebalancing"))
+               ("gaps-bound", "no-rebalancing-bound"))
 #: variants whose local order is FCFS
 FCFS_VARIANTS = ("no-prediction", "gaps-fcfs", "no-rebalancing-fcfs")
 #: the P99 ratio ``gaps / no-rebalancing`` issue 8 asks for
@@ -271,7 +267,7 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
                                              **bound)
     dispatcher = make_dispatcher(variant, scenario, online, args)
     ticker = None
-    if variant in ("gaps", "no-prediction", "eager", "gaps-fcfs", "gaps-bound", "gaps-promote"):
+    if variant in ("gaps", "no-prediction", "eager", "gaps-fcfs", "gaps-bound"):
         config = RebalanceConfig(chunk_tokens=args.chunk_tokens, period_s=args.period_s,
                                  max_moves_per_s=args.max_moves_per_s,
                                  size_estimate="uniform" if variant == "no-prediction" else "predicted")
@@ -283,8 +279,7 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
                                           step_error=lambda: online.mape)
         ticker = RebalancingTicker(SelectiveRebalancer(config, own), dispatcher, slo.ttft_s,
                                    deadlines=deadlines, check_period_s=min(0.02, config.period_s),
-                                   size_error=None if variant == "no-prediction" else size_error,
-                                   promote_moved=1 if variant == "gaps-promote" else 0)
+                                   size_error=None if variant == "no-prediction" else size_error)
     hook: Any = ticker
     if scenario.straggler:
         hook = Straggler(ticker, engine_models[0], args.straggler_factor, args.straggler_at_s)

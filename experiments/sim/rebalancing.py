@@ -42,9 +42,6 @@ class RebalancingTicker:
         size_error: request id -> factor on its predicted prefill tokens (missing: 1.0).
         check_period_s: simulated seconds between checks (> 0).
         apply_lag_ticks: ticks between proposing and applying moves (>= 0).
-        promote_moved: priority classes added to a moved request on its target (0: it lands where
-            the target's policy puts it; sjf-aging with 1 and its default ``priority_weight_s``:
-            ahead of every request not moved, the rebalancer's prediction then being conservative).
 
     Attributes:
         moves_applied: moves carried out; ``moves_lost_race``: proposed moves dropped because the
@@ -55,10 +52,9 @@ class RebalancingTicker:
     def __init__(self, rebalancer: SelectiveRebalancer, dispatcher: Dispatcher, ttft_slo_s: float,
                  deadlines: DeadlineEstimator | None = None,
                  size_error: Mapping[str, float] | None = None, check_period_s: float = 0.02,
-                 apply_lag_ticks: int = 0, promote_moved: int = 0) -> None:
-        if not check_period_s > 0 or apply_lag_ticks < 0 or promote_moved < 0:
-            raise ValueError("check_period_s must be > 0, apply_lag_ticks and promote_moved >= 0")
-        self.promote_moved = promote_moved
+                 apply_lag_ticks: int = 0) -> None:
+        if not check_period_s > 0 or apply_lag_ticks < 0:
+            raise ValueError("check_period_s must be > 0 and apply_lag_ticks >= 0")
         self.rebalancer = rebalancer
         self.dispatcher = dispatcher
         self.ttft_slo_s = ttft_slo_s
@@ -114,7 +110,6 @@ class RebalancingTicker:
                 self.moves_lost_race += 1
                 continue
             req.engine_id = move.target
-            req.waiting.priority += self.promote_moved
             engines[move.target].enqueue(req, now)
             self.dispatcher.on_dispatched(req.dispatch, move.target, now)
             self.moves_applied += 1
