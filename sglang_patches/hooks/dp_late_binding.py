@@ -65,7 +65,6 @@ class ControllerHold:
 
     def __init__(self, config: LateBindingConfig, rebalancer: SelectiveRebalancer,
                  num_ranks: int, make_queue: Callable[[], RequestQueue] = FcfsQueue) -> None:
-        self.config = config
         self.rebalancer = rebalancer
         self.queues = HoldQueues(num_ranks, config.hold.max_in_flight, make_queue)
         self._held: dict[str, tuple[object, DispatchRequest]] = {}
