@@ -140,9 +140,14 @@ def _refit_hooks(config: MoeschedConfig, online: ProcessStepModel) -> None:
 
     refit = config.refit
 
-    def make_recorder() -> StepRecorder:  # only scheduler processes get here, on their first batch
+    def make_recorder(scheduler: Any) -> StepRecorder:  # only schedulers get here, on their first batch
+        from sglang_patches.step_metrics import step_model_gauges
+
         steps_file = open(refit.steps_file, "a", encoding="utf-8") if refit.steps_file else None
-        return StepRecorder(online.get(), refit.log_interval_steps, steps_file)
+        labels = {"dp_rank": str(getattr(scheduler, "dp_rank", None) or 0),
+                  "tp_rank": str(getattr(scheduler, "tp_rank", None) or 0)}
+        return StepRecorder(online.get(), refit.log_interval_steps, steps_file,
+                            gauges=step_model_gauges(labels))
 
     StepTimingHooks(make_recorder).register()
 

@@ -29,7 +29,9 @@ after it): in a busy engine the interval between launches is the step time.
   ``decode_seqs``; ``kv_context_tokens = sum(prefix + extend)`` over all rows.
 * Anything else (idle, speculative verify, split prefill, diffusion): ``None``, not timed.
 
-The error is logged every ``log_interval_steps`` timed steps (``moesched step model: ...``: the
+The error is set on Prometheus gauges every 16 timed steps when SGLang's metrics are on
+(:mod:`sglang_patches.step_metrics`, ``moesched:step_model_mape`` etc. on ``/metrics``) and logged
+every ``log_interval_steps`` timed steps (``moesched step model: ...``: the
 model's 64-step one-step-ahead MAPE, scale, drifts, refits) and, with ``steps_file``, one JSON line
 per timed step is appended (flushed per line) for offline analysis: ``wall_s`` and ``end_s``
 (``time.time`` and the recorder's clock, ``time.perf_counter`` by default, at the step's end),
@@ -50,11 +52,14 @@ from typing import IO, Any
 
 from perf_model.batch import BatchShape
 from perf_model.online import OnlineStepModel
+from sglang_patches.step_metrics import StepModelGauges
 
 RUN_BATCH = "sglang.srt.managers.scheduler.Scheduler.run_batch"
 GET_NEXT_BATCH = "sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run"
 
 logger = logging.getLogger("moesched.sglang")
+#: timed steps between updates of the Prometheus gauges (each update writes 7 values)
+GAUGE_INTERVAL_STEPS = 16
 
 
 def batch_shape(batch: Any) -> BatchShape | None:
@@ -90,14 +95,17 @@ class StepRecorder:
         log_interval_steps: timed steps between error log lines.
         steps_file: open text file for one JSON row per timed step, or None.
         clock: seconds, monotonic (injectable for tests).
+        gauges: Prometheus gauges set every :data:`GAUGE_INTERVAL_STEPS` timed steps, or None.
     """
 
     def __init__(self, model: OnlineStepModel, log_interval_steps: int,
                  steps_file: IO[str] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter,
+                 gauges: StepModelGauges | None = None) -> None:
         self.model = model
         self.log_interval_steps = log_interval_steps
         self.steps_file = steps_file
+        self.gauges = gauges
         self._clock = clock
         self._pending: tuple[float, BatchShape, float] | None = None
         self.timed = 0
@@ -138,6 +146,8 @@ class StepRecorder:
                    "hook_s": hook_s}
             self.steps_file.write(json.dumps(row) + "\n")
             self.steps_file.flush()
+        if self.gauges is not None and self.timed % GAUGE_INTERVAL_STEPS == 0:
+            self.gauges.update(self.model.metrics())
         if self.timed % self.log_interval_steps == 0:
             logger.info("%s", self.summary())
 
@@ -154,17 +164,17 @@ class StepTimingHooks:
     """The two AROUND hooks, with one :class:`StepRecorder` per ``Scheduler``.
 
     Args:
-        make_recorder: builds the recorder of a new scheduler.
+        make_recorder: builds the recorder of a new scheduler (given the ``Scheduler``).
     """
 
-    def __init__(self, make_recorder: Callable[[], StepRecorder]) -> None:
+    def __init__(self, make_recorder: Callable[[Any], StepRecorder]) -> None:
         self._make_recorder = make_recorder
         self.recorders: weakref.WeakKeyDictionary[Any, StepRecorder] = weakref.WeakKeyDictionary()
 
     def _recorder(self, scheduler: Any) -> StepRecorder:
         recorder = self.recorders.get(scheduler)
         if recorder is None:
-            recorder = self.recorders[scheduler] = self._make_recorder()
+            recorder = self.recorders[scheduler] = self._make_recorder(scheduler)
         return recorder
 
     def run_batch(self, original: Callable, scheduler: Any, batch: Any, *args: Any,
