@@ -140,12 +140,13 @@ def _refit_hooks(config: MoeschedConfig, online: ProcessStepModel) -> None:
 
     refit = config.refit
 
-    def make_recorder(scheduler: Any) -> StepRecorder:  # only schedulers get here, on their first batch
+    def make_recorder() -> StepRecorder:  # only scheduler processes get here, on their first batch
+        from sglang.srt.runtime_context import get_parallel
         from sglang_patches.step_metrics import step_model_gauges
 
         steps_file = open(refit.steps_file, "a", encoding="utf-8") if refit.steps_file else None
-        labels = {"dp_rank": str(getattr(scheduler, "dp_rank", None) or 0),
-                  "tp_rank": str(getattr(scheduler, "tp_rank", None) or 0)}
+        parallel = get_parallel()  # this scheduler's ranks, as SGLang labels its own metrics
+        labels = {"dp_rank": str(parallel.dp_rank or 0), "tp_rank": str(parallel.tp_rank)}
         return StepRecorder(online.get(), refit.log_interval_steps, steps_file,
                             gauges=step_model_gauges(labels))
 

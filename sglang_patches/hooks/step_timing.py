@@ -164,17 +164,17 @@ class StepTimingHooks:
     """The two AROUND hooks, with one :class:`StepRecorder` per ``Scheduler``.
 
     Args:
-        make_recorder: builds the recorder of a new scheduler (given the ``Scheduler``).
+        make_recorder: builds the recorder of a new scheduler.
     """
 
-    def __init__(self, make_recorder: Callable[[Any], StepRecorder]) -> None:
+    def __init__(self, make_recorder: Callable[[], StepRecorder]) -> None:
         self._make_recorder = make_recorder
         self.recorders: weakref.WeakKeyDictionary[Any, StepRecorder] = weakref.WeakKeyDictionary()
 
     def _recorder(self, scheduler: Any) -> StepRecorder:
         recorder = self.recorders.get(scheduler)
         if recorder is None:
-            recorder = self.recorders[scheduler] = self._make_recorder(scheduler)
+            recorder = self.recorders[scheduler] = self._make_recorder()
         return recorder
 
     def run_batch(self, original: Callable, scheduler: Any, batch: Any, *args: Any,
