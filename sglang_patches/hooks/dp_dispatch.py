@@ -227,9 +227,9 @@ class DpDispatchHook:
         state.counts[rank] += 1
 
     def _maybe_summary(self, state: _ControllerState) -> None:
-        hold = "" if state.hold is None else f"; {state.hold.summary()}"
         state.log.maybe_summary(lambda: f"moesched dp dispatch [{self.policy_name}] summary: "
-                                        f"requests per rank {state.counts}{hold}")
+                                        f"requests per rank {state.counts}"
+                                        + ("" if state.hold is None else f"; {state.hold.summary()}"))
 
     def _describe(self, request: DispatchRequest, rank: int, engines: list[EngineLoad],
                   held: bool) -> str:
