@@ -16,6 +16,7 @@ File layout (every table and key optional; defaults below; unknown keys are refu
     prefix_load = 1.0
     kv_use = 0.1
     stickiness = 0.3
+    cache_affinity = 0.0         # keep a shared prefix on the engine that holds it (router file: 0.5)
     predicted_load = 0.0         # needs a step-time model from the host
     least_load = 0.3
 
@@ -23,6 +24,8 @@ File layout (every table and key optional; defaults below; unknown keys are refu
     [kv_use]       saturation = 0.9
     [stickiness]   ttl_s = 600.0, overload_rel = 1.5, overload_abs = 4, max_kv_fraction = 0.95,
                    max_sessions = 100000
+    [cache_affinity]  min_cached_fraction = 0.5, overload_rel = 1.5, overload_abs = 4,
+                      max_kv_fraction = 0.95
     [predicted_load]  chunk_tokens = 8192, scale_s = 0.05
     [least_load]   scale_requests = 1.0
 
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 #: scorer names a weight table may use
-SCORER_NAMES = ("prefix_load", "kv_use", "stickiness", "predicted_load", "least_load")
+SCORER_NAMES = ("prefix_load", "kv_use", "stickiness", "cache_affinity", "predicted_load", "least_load")
 
 
 def _require(ok: bool, key: str, expected: str, value: Any) -> None:
@@ -117,6 +120,24 @@ class StickinessParams:
 
 
 @dataclass(frozen=True)
+class CacheAffinityParams:
+    min_cached_fraction: float = 0.5
+    overload_rel: float = 1.5
+    overload_abs: float = 4.0
+    max_kv_fraction: float = 0.95
+
+    def __post_init__(self) -> None:
+        _require(0 < self.min_cached_fraction <= 1, "cache_affinity.min_cached_fraction",
+                 "a number in (0, 1]", self.min_cached_fraction)
+        _require(self.overload_rel >= 1, "cache_affinity.overload_rel", "a number >= 1",
+                 self.overload_rel)
+        _require(self.overload_abs >= 0, "cache_affinity.overload_abs", "a number >= 0",
+                 self.overload_abs)
+        _require(0 < self.max_kv_fraction <= 1, "cache_affinity.max_kv_fraction",
+                 "a number in (0, 1]", self.max_kv_fraction)
+
+
+@dataclass(frozen=True)
 class PredictedLoadParams:
     chunk_tokens: int = 8192
     scale_s: float = 0.05
@@ -174,6 +195,7 @@ class ScoredConfig:
     prefix_load: PrefixLoadParams = field(default_factory=PrefixLoadParams)
     kv_use: KvUseParams = field(default_factory=KvUseParams)
     stickiness: StickinessParams = field(default_factory=StickinessParams)
+    cache_affinity: CacheAffinityParams = field(default_factory=CacheAffinityParams)
     predicted_load: PredictedLoadParams = field(default_factory=PredictedLoadParams)
     least_load: LeastLoadParams = field(default_factory=LeastLoadParams)
     hybrid: HybridParams | None = None
@@ -194,7 +216,8 @@ class ScoredConfig:
 
 _SECTIONS: dict[str, type] = {
     "dispatch": DispatchParams, "prefix_load": PrefixLoadParams, "kv_use": KvUseParams,
-    "stickiness": StickinessParams, "predicted_load": PredictedLoadParams,
+    "stickiness": StickinessParams, "cache_affinity": CacheAffinityParams,
+    "predicted_load": PredictedLoadParams,
     "least_load": LeastLoadParams, "hybrid": HybridParams,
 }
 

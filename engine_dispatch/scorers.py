@@ -89,20 +89,29 @@ class KvUseScorer:
                 zip(total, c.kv_used_tokens, decision.uncached_tokens, c.kv_capacity_tokens)]
 
 
+@dataclass(frozen=True)
+class OverloadGuard:
+    """Engine ``i`` of ``c`` is overloaded when outstanding_i > ``rel`` x mean outstanding +
+    ``abs_requests``, or its KV fraction >= ``max_kv_fraction``."""
+
+    rel: float
+    abs_requests: float
+    max_kv_fraction: float
+
+    def overloaded(self, c: Estimates, i: int) -> bool:
+        mean = sum(c.outstanding) / len(c)
+        return (c.outstanding[i] > self.rel * mean + self.abs_requests
+                or c.kv_used_tokens[i] >= self.max_kv_fraction * c.kv_capacity_tokens[i])
+
+
 class StickinessScorer:
-    """1 for the engine the request's session last used (within its TTL) unless it is overloaded.
+    """1 for the engine the request's session last used (within its TTL) unless it is overloaded
+    (``guard``). Everyone else (and every engine when there is no live session) scores 0, so at
+    most one entry of the total changes."""
 
-    Overloaded: outstanding_e > overload_rel * mean outstanding + overload_abs, or KV fraction
-    >= max_kv_fraction. Everyone else (and every engine when there is no live session) scores 0,
-    so at most one entry of the total changes.
-    """
-
-    def __init__(self, sessions: SessionTable, overload_rel: float, overload_abs: float,
-                 max_kv_fraction: float) -> None:
+    def __init__(self, sessions: SessionTable, guard: OverloadGuard) -> None:
         self.sessions = sessions
-        self.overload_rel = overload_rel
-        self.overload_abs = overload_abs
-        self.max_kv_fraction = max_kv_fraction
+        self.guard = guard
 
     def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
         c = decision.candidates
@@ -111,10 +120,33 @@ class StickinessScorer:
             i = c.engine_id.index(owner)  # None (no live session) is never an engine id
         except ValueError:
             return total
-        mean = sum(c.outstanding) / len(c)
-        overloaded = (c.outstanding[i] > self.overload_rel * mean + self.overload_abs
-                      or c.kv_used_tokens[i] >= self.max_kv_fraction * c.kv_capacity_tokens[i])
-        if not overloaded:
+        if not self.guard.overloaded(c, i):
+            total[i] += weight * 1.0
+        return total
+
+
+class CacheAffinityScorer:
+    """1 for the engine believed to hold most of this request's prompt, when that is at least
+    ``min_cached_fraction`` of it and the engine is not overloaded (``guard``); 0 elsewhere.
+
+    ``prefix_load`` prices only this request's first token: one prompt pending on the engine that
+    holds a document outweighs the document's cached blocks, the request goes elsewhere and the
+    document gains a second home, so its later requests hit half as often. This term keeps a
+    shared prefix on one engine until that engine is overloaded (sglang-router's ``cache_aware``
+    policy likewise sends a request to its best-matching worker unless the load is imbalanced past
+    its thresholds).
+    """
+
+    def __init__(self, min_cached_fraction: float, guard: OverloadGuard) -> None:
+        self.min_cached_fraction = min_cached_fraction
+        self.guard = guard
+
+    def add_scores(self, decision: Decision, weight: float, total: list[float]) -> list[float]:
+        uncached = decision.uncached_tokens
+        i = min(range(len(uncached)), key=uncached.__getitem__)
+        prompt = decision.request.prompt_tokens
+        if prompt - uncached[i] >= self.min_cached_fraction * prompt > 0 \
+                and not self.guard.overloaded(decision.candidates, i):
             total[i] += weight * 1.0
         return total
 

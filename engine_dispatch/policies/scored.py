@@ -22,8 +22,9 @@ from engine_dispatch.healthy import healthy_engines
 from engine_dispatch.load_tracker import Estimates, LoadTracker
 from engine_dispatch.picker import ArgmaxPicker, TopKPicker
 from engine_dispatch.prefix_index import PrefixIndex
-from engine_dispatch.scorers import (Decision, KvUseScorer, LeastLoadScorer, PredictedLoadScorer,
-                                     PrefixLoadScorer, Scorer, StickinessScorer)
+from engine_dispatch.scorers import (CacheAffinityScorer, Decision, KvUseScorer, LeastLoadScorer,
+                                     OverloadGuard, PredictedLoadScorer, PrefixLoadScorer, Scorer,
+                                     StickinessScorer)
 from engine_dispatch.sessions import SessionTable
 from engine_dispatch.types import DispatchRequest, EngineLoad
 from perf_model.batch import StepTimeModel
@@ -57,7 +58,7 @@ class ScoredDispatcher(Dispatcher):
             self._picker = TopKPicker(config.dispatch.top_k, config.dispatch.seed)
         self._last_matched: tuple[str, list[int]] | None = None  # (request_id, blocks per engine)
         #: whether any scorer reads the cached prefix (else the index is neither read nor fed)
-        self._uses_prefix = bool(in_use & {"prefix_load", "kv_use", "predicted_load"})
+        self._uses_prefix = bool(in_use & {"prefix_load", "kv_use", "predicted_load", "cache_affinity"})
 
     def _make_scorer(self, name: str, step_model: StepTimeModel | None) -> Scorer:
         c = self.config
@@ -67,8 +68,12 @@ class ScoredDispatcher(Dispatcher):
             return KvUseScorer(c.kv_use.saturation)
         if name == "stickiness":
             s = c.stickiness
-            return StickinessScorer(self.sessions, s.overload_rel, s.overload_abs,
-                                    s.max_kv_fraction)
+            return StickinessScorer(self.sessions,
+                                    OverloadGuard(s.overload_rel, s.overload_abs, s.max_kv_fraction))
+        if name == "cache_affinity":
+            a = c.cache_affinity
+            return CacheAffinityScorer(a.min_cached_fraction,
+                                       OverloadGuard(a.overload_rel, a.overload_abs, a.max_kv_fraction))
         if name == "least_load":
             return LeastLoadScorer(c.least_load.scale_requests)
         assert name == "predicted_load" and step_model is not None

@@ -84,6 +84,8 @@ class Policy:
 #: scored-dispatcher variants of ``--weight-sweep`` (tables replacing the config file's): how the
 #: default weights were chosen, on both traces at once
 WEIGHT_SWEEP: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("no cache_affinity (built-in)", {"weights": {"prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.1,
+                                                  "stickiness": 0.3}}),
     ("prefix_load only", {"weights": {"prefix_load": 1.0}}),
     ("prefix_load + least_load 0.3", {"weights": {"prefix_load": 1.0, "least_load": 0.3}}),
     ("no stickiness", {"weights": {"prefix_load": 1.0, "least_load": 0.3, "kv_use": 0.1}}),

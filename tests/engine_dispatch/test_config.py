@@ -53,7 +53,9 @@ def test_overrides_replace_whole_tables(tmp_path):
 
 
 def test_shipped_configs_load_and_default_matches_builtin():
-    assert load_config(REPO / "configs" / "dispatch.toml").weights == ScoredConfig().weights
+    # the router's file: the built-in weights plus cache affinity (docs/engine_dispatch.md)
+    assert load_config(REPO / "configs" / "dispatch.toml").weights == {**ScoredConfig().weights,
+                                                                       "cache_affinity": 0.5}
     gaps = load_config(REPO / "configs" / "dispatch_gaps.toml")
     assert gaps.hybrid is not None and gaps.hybrid.above["predicted_load"] > 0
 

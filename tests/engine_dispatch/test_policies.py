@@ -117,6 +117,53 @@ def test_session_moves_when_its_engine_fails():
     assert send(d, DispatchRequest("s3", 100, session_id="eve"), loads) == new_home
 
 
+# --- scored: cache affinity ---------------------------------------------------------------------
+
+def affine(weight=0.5, **params):
+    return create_dispatcher("scored", 2, config=config_from_dict({
+        "weights": {"prefix_load": 1.0, "least_load": 0.3, "cache_affinity": weight},
+        "dispatch": {"block_tokens": 100}, "cache_affinity": params}))
+
+
+def document_home_with_a_prompt_pending(d):
+    """A 320-token request whose first 300 tokens the home engine holds, while the home has a
+    400-token prompt queued and the other engine nothing; returns (request, home, loads)."""
+    blocks = tuple(range(1, 4))
+    loads = engines(2)
+    home = send(d, DispatchRequest("doc", 320, block_hashes=blocks), loads)
+    send(d, DispatchRequest("other", 320, block_hashes=(99, 98, 97)), loads)
+    loads[home].pending_prefill_tokens = 400
+    return DispatchRequest("again", 320, block_hashes=blocks), home, loads
+
+
+def test_cache_affinity_keeps_a_shared_prefix_home_while_a_prompt_is_pending_there():
+    request, home, loads = document_home_with_a_prompt_pending(d := affine(weight=0.0))
+    assert d.pick(request, loads, 1.0) != home  # first-token cost alone: a second home
+    request, home, loads = document_home_with_a_prompt_pending(d := affine())
+    assert d.pick(request, loads, 1.0) == home
+
+
+def test_cache_affinity_yields_when_home_is_overloaded_or_holds_too_little():
+    blocks = tuple(range(1, 4))
+    d = affine(overload_abs=2)
+    loads = engines(2)
+    home = send(d, DispatchRequest("doc", 320, block_hashes=blocks), loads)
+    loads[home].waiting = 20  # far above 1.5 x mean + 2
+    loads[home].pending_prefill_tokens = 400
+    assert d.pick(DispatchRequest("a", 320, block_hashes=blocks), loads, 1.0) != home
+    strict = affine(min_cached_fraction=1.0)  # 300 of 320 tokens cached is not enough
+    loads = engines(2)
+    home = send(strict, DispatchRequest("doc", 320, block_hashes=blocks), loads)
+    loads[home].pending_prefill_tokens = 400
+    assert strict.pick(DispatchRequest("b", 320, block_hashes=blocks), loads, 1.0) != home
+
+
+def test_cache_affinity_parameters_are_checked():
+    with pytest.raises(ValueError, match="cache_affinity.min_cached_fraction: expected a number in"):
+        config_from_dict({"cache_affinity": {"min_cached_fraction": 0}})
+    assert ScoredConfig().weights.get("cache_affinity", 0.0) == 0.0  # off unless a file sets it
+
+
 # --- scored: prefix load, staleness, hybrid, predicted load -----------------------------------
 
 def test_prefix_load_prefers_cached_engine_until_its_queue_costs_more():

@@ -1,7 +1,7 @@
 """The scored dispatcher against a straightforward reference: each scorer's formula as
 docs/engine_dispatch.md states it (one list of scores per scorer, combined afterwards) and the
 argmax tie rule, on random streams of engine reports (stale, unhealthy, tied), shared prefixes,
-sessions and in-flight books. The dispatcher fuses scoring with the weighted sum and skips the
+sessions and in-flight books, every scorer (cache affinity included) at random weights. The dispatcher fuses scoring with the weighted sum and skips the
 per-engine arithmetic when nothing matched; it must pick the same engine every time."""
 
 from hypothesis import given, settings
@@ -45,7 +45,17 @@ def reference_pick(dispatcher, request, loads, now, last_pick):
         overloaded = (c.outstanding[i] > s.overload_rel * mean + s.overload_abs
                       or c.kv_used_tokens[i] >= s.max_kv_fraction * c.kv_capacity_tokens[i])
         sticky[i] = 0.0 if overloaded else 1.0
+    affine = [0.0] * len(c)
+    home = min(range(len(c)), key=uncached.__getitem__)  # most of the prompt cached (first on ties)
+    a = config.cache_affinity
+    cached = request.prompt_tokens - uncached[home]
+    if cached >= a.min_cached_fraction * request.prompt_tokens > 0:
+        mean = sum(c.outstanding) / len(c)
+        overloaded = (c.outstanding[home] > a.overload_rel * mean + a.overload_abs
+                      or c.kv_used_tokens[home] >= a.max_kv_fraction * c.kv_capacity_tokens[home])
+        affine[home] = 0.0 if overloaded else 1.0
     scores = {
+        "cache_affinity": affine,
         "prefix_load": ratio_to_best([p + u for p, u in zip(c.pending_prefill_tokens, uncached)],
                                      config.prefix_load.scale_tokens),
         "least_load": ratio_to_best(c.outstanding, config.least_load.scale_requests),
@@ -67,7 +77,7 @@ def reference_pick(dispatcher, request, loads, now, last_pick):
 
 
 weights = st.fixed_dictionaries({name: st.sampled_from([0.0, 0.1, 0.3, 1.0]) for name in (
-    "prefix_load", "least_load", "kv_use", "stickiness", "predicted_load")}).filter(
+    "prefix_load", "least_load", "kv_use", "stickiness", "cache_affinity", "predicted_load")}).filter(
     lambda table: any(table.values()))
 chains = st.lists(st.integers(0, 3), max_size=5).map(
     lambda steps: tuple(hash(tuple(steps[: i + 1])) for i in range(len(steps))))
@@ -76,7 +86,8 @@ chains = st.lists(st.integers(0, 3), max_size=5).map(
 @settings(max_examples=150, deadline=None)
 @given(weights, st.integers(1, 6), st.data())
 def test_scored_pick_equals_reference(table, num_engines, data):
-    config = config_from_dict({"weights": table, "stickiness": {"overload_abs": 1}})
+    config = config_from_dict({"weights": table, "stickiness": {"overload_abs": 1},
+                               "cache_affinity": {"overload_abs": 1}})
     dispatcher = create_dispatcher("scored", num_engines, config=config, step_model=LinearSteps(),
                                    block_tokens=BLOCK_TOKENS)
     loads = [EngineLoad(e, kv_capacity_tokens=4096) for e in range(num_engines)]
