@@ -25,7 +25,7 @@ from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.router.load_sources import (LoadFields, parse_sglang_loads,
                                                  parse_vllm_metrics)
 from engine_dispatch.types import EngineLoad
-from moesched_base.http import upstream_connector
+from moesched_base.http import proxy_connector
 
 _SGLANG_LOADS = "/v1/loads?include=all&format=json"
 
@@ -74,7 +74,7 @@ class EnginePool:
 
     async def start(self) -> None:
         """Open the client session, run one health round, start the loops."""
-        self.session = aiohttp.ClientSession(connector=upstream_connector())
+        self.session = aiohttp.ClientSession(connector=proxy_connector())
         await self.check_health()
         self._tasks = [asyncio.create_task(self._every(self.settings.health_interval_s,
                                                        self.check_health)),

@@ -21,7 +21,7 @@ from experiments.bench.client import send_request
 from experiments.bench.endpoints import Endpoint
 from experiments.metrics.records import RequestRecord
 from experiments.workloads.types import TraceRequest
-from moesched_base.http import upstream_connector
+from moesched_base.http import bench_connector
 
 #: builds the prompts of one round: (requests, round seed) -> one prompt text per request
 PromptFactory = Callable[[list[TraceRequest], int], list[str]]
@@ -75,7 +75,7 @@ async def replay_once(endpoint: Endpoint, requests: list[TraceRequest], prompts:
     timeout = aiohttp.ClientTimeout(total=options.request_timeout_s, sock_connect=10.0,
                                     sock_read=options.stall_timeout_s)
     # no client-side queue (the server sees the trace's concurrency), a connection per request
-    async with aiohttp.ClientSession(timeout=timeout, connector=upstream_connector(),
+    async with aiohttp.ClientSession(timeout=timeout, connector=bench_connector(),
                                      read_bufsize=2**20) as session:
 
         async def one(req: TraceRequest, prompt: str) -> RequestRecord:

@@ -1,11 +1,11 @@
-"""moesched_base.http: the connector every engine client uses opens a connection per request."""
+"""moesched_base.http: the benchmark connector opens a connection per request."""
 
 import asyncio
 
 import aiohttp
 from aiohttp import web
 
-from moesched_base.http import upstream_connector
+from moesched_base.http import bench_connector
 
 
 async def _peer_ports_of_two_requests() -> list[int]:
@@ -23,7 +23,7 @@ async def _peer_ports_of_two_requests() -> list[int]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
     try:
-        async with aiohttp.ClientSession(connector=upstream_connector()) as session:
+        async with aiohttp.ClientSession(connector=bench_connector()) as session:
             for _ in range(2):
                 async with session.get(f"http://127.0.0.1:{port}/") as response:
                     assert await response.text() == "ok"
