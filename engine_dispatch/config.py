@@ -100,41 +100,44 @@ class KvUseParams:
 
 
 @dataclass(frozen=True)
-class StickinessParams:
-    ttl_s: float = 600.0
+class OverloadParams:
+    """When a scorer that favours one engine (a session's, a prefix's) stops favouring it:
+    outstanding > ``overload_rel`` x mean + ``overload_abs``, or KV fraction >= ``max_kv_fraction``.
+    ``section`` names the TOML table in errors."""
+
     overload_rel: float = 1.5
     overload_abs: float = 4.0
     max_kv_fraction: float = 0.95
+
+    def _check_overload(self, section: str) -> None:
+        _require(self.overload_rel >= 1, f"{section}.overload_rel", "a number >= 1",
+                 self.overload_rel)
+        _require(self.overload_abs >= 0, f"{section}.overload_abs", "a number >= 0",
+                 self.overload_abs)
+        _require(0 < self.max_kv_fraction <= 1, f"{section}.max_kv_fraction",
+                 "a number in (0, 1]", self.max_kv_fraction)
+
+
+@dataclass(frozen=True)
+class StickinessParams(OverloadParams):
+    ttl_s: float = 600.0
     max_sessions: int = 100_000
 
     def __post_init__(self) -> None:
         _require(self.ttl_s > 0, "stickiness.ttl_s", "a number > 0", self.ttl_s)
-        _require(self.overload_rel >= 1, "stickiness.overload_rel", "a number >= 1",
-                 self.overload_rel)
-        _require(self.overload_abs >= 0, "stickiness.overload_abs", "a number >= 0",
-                 self.overload_abs)
-        _require(0 < self.max_kv_fraction <= 1, "stickiness.max_kv_fraction",
-                 "a number in (0, 1]", self.max_kv_fraction)
+        self._check_overload("stickiness")
         _require(self.max_sessions >= 1, "stickiness.max_sessions", "an integer >= 1",
                  self.max_sessions)
 
 
 @dataclass(frozen=True)
-class CacheAffinityParams:
+class CacheAffinityParams(OverloadParams):
     min_cached_fraction: float = 0.5
-    overload_rel: float = 1.5
-    overload_abs: float = 4.0
-    max_kv_fraction: float = 0.95
 
     def __post_init__(self) -> None:
         _require(0 < self.min_cached_fraction <= 1, "cache_affinity.min_cached_fraction",
                  "a number in (0, 1]", self.min_cached_fraction)
-        _require(self.overload_rel >= 1, "cache_affinity.overload_rel", "a number >= 1",
-                 self.overload_rel)
-        _require(self.overload_abs >= 0, "cache_affinity.overload_abs", "a number >= 0",
-                 self.overload_abs)
-        _require(0 < self.max_kv_fraction <= 1, "cache_affinity.max_kv_fraction",
-                 "a number in (0, 1]", self.max_kv_fraction)
+        self._check_overload("cache_affinity")
 
 
 @dataclass(frozen=True)

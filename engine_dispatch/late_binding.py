@@ -100,23 +100,31 @@ class Held:
     """A request waiting in a hold queue.
 
     Attributes:
-        request_id: the host's id.
+        waiting: its entry in the engine's hold queue (id, prompt tokens, first hold time).
         engine_id: the engine whose queue holds it.
-        tokens: predicted prefill tokens (its prompt length).
-        held_s: host clock when it was first held (seconds).
         latest_start_s: latest start meeting its SLO (``inf``: none).
         booked_s: host clock of its latest booking with the dispatcher (seconds; see
             :meth:`HoldQueues.stale_bookings`).
-        waiting: its entry in the engine's hold queue (``enqueue_s`` = ``held_s``).
     """
 
-    request_id: str
+    waiting: WaitingRequest
     engine_id: int
-    tokens: int
-    held_s: float
     latest_start_s: float
     booked_s: float
-    waiting: WaitingRequest
+
+    @property
+    def request_id(self) -> str:
+        return self.waiting.request_id
+
+    @property
+    def tokens(self) -> int:
+        """Predicted prefill tokens (its prompt length)."""
+        return self.waiting.prompt_tokens
+
+    @property
+    def held_s(self) -> float:
+        """Host clock when it was first held (seconds)."""
+        return self.waiting.enqueue_s
 
 
 @dataclass(frozen=True)
@@ -190,9 +198,8 @@ class HoldQueues:
         if not len(self._queues[engine_id]) and self.occupied(engine_id) < self.max_in_flight:
             self._mark_sent(request_id, engine_id)
             return True
-        tokens = max(0, tokens)
-        waiting = WaitingRequest(request_id, now, tokens, max_new_tokens, priority=priority)
-        held = Held(request_id, engine_id, tokens, now, latest_start_s, now, waiting)
+        waiting = WaitingRequest(request_id, now, max(0, tokens), max_new_tokens, priority=priority)
+        held = Held(waiting, engine_id, latest_start_s, booked_s=now)
         waiting.host_ref = held
         self._held[request_id] = held
         self._queues[engine_id].add(waiting, now)

@@ -99,20 +99,21 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
 
     dispatch = config.dispatch
     options = dispatch.dispatcher_options()
-    make_hold = _make_hold(config) if config.dp_controller.late_binding else None
+    late = config.dp_controller.late_binding_config() if config.dp_controller.late_binding else None
+    make_hold = None if late is None else _make_hold(config, late)
     hook = DpDispatchHook(
         lambda num_engines: create_dispatcher(dispatch.policy, num_engines, **options),
         dispatch.policy, dispatch.block_tokens,
         lambda: DecisionLog(config.log.first_orderings, config.log.summary_interval_s), make_hold)
     hook.register()
-    if make_hold is not None:
+    if late is not None:
         from sglang_patches.hooks.dp_late_binding import LateBindingLoop
 
-        LateBindingLoop(hook.tick, config.dp_controller.late_binding_config().hold.tick_s).register()
+        LateBindingLoop(hook.tick, late.hold.tick_s).register()
 
 
-def _make_hold(config: MoeschedConfig) -> Any:
-    """Builder of a DP controller's late-binding hold (``[dp_controller] late_binding``)."""
+def _make_hold(config: MoeschedConfig, late: Any) -> Any:
+    """Builder of a DP controller's late-binding hold (``late``: its ``LateBindingConfig``)."""
     from engine_dispatch.rebalance import SelectiveRebalancer
     from perf_model.model_file import resolve_model
     from request_sched.policies import create_queue
@@ -120,7 +121,6 @@ def _make_hold(config: MoeschedConfig) -> Any:
     from request_sched.queue import RequestQueue
     from sglang_patches.hooks.dp_late_binding import ControllerHold
 
-    late = config.dp_controller.late_binding_config()
     request = config.request
 
     def make_queue() -> RequestQueue:  # the ranks' own order, unless hold_order = "fcfs"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from engine_dispatch.config import ScoredConfig
+from engine_dispatch.config import OverloadParams, ScoredConfig
 from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.healthy import healthy_engines
 from engine_dispatch.load_tracker import Estimates, LoadTracker
@@ -28,6 +28,10 @@ from engine_dispatch.scorers import (CacheAffinityScorer, Decision, KvUseScorer,
 from engine_dispatch.sessions import SessionTable
 from engine_dispatch.types import DispatchRequest, EngineLoad
 from perf_model.batch import StepTimeModel
+
+
+def _guard(params: OverloadParams) -> OverloadGuard:
+    return OverloadGuard(params.overload_rel, params.overload_abs, params.max_kv_fraction)
 
 
 class ScoredDispatcher(Dispatcher):
@@ -68,12 +72,9 @@ class ScoredDispatcher(Dispatcher):
             return KvUseScorer(c.kv_use.saturation)
         if name == "stickiness":
             s = c.stickiness
-            return StickinessScorer(self.sessions,
-                                    OverloadGuard(s.overload_rel, s.overload_abs, s.max_kv_fraction))
+            return StickinessScorer(self.sessions, _guard(s))
         if name == "cache_affinity":
-            a = c.cache_affinity
-            return CacheAffinityScorer(a.min_cached_fraction,
-                                       OverloadGuard(a.overload_rel, a.overload_abs, a.max_kv_fraction))
+            return CacheAffinityScorer(c.cache_affinity.min_cached_fraction, _guard(c.cache_affinity))
         if name == "least_load":
             return LeastLoadScorer(c.least_load.scale_requests)
         assert name == "predicted_load" and step_model is not None

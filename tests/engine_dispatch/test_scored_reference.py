@@ -28,6 +28,13 @@ def ratio_to_best(costs, offset):
     return [best / (offset + cost) for cost in costs]
 
 
+def overloaded(c, i, params):
+    """The documented overload rule of stickiness and cache_affinity for candidate ``i``."""
+    mean = sum(c.outstanding) / len(c)
+    return (c.outstanding[i] > params.overload_rel * mean + params.overload_abs
+            or c.kv_used_tokens[i] >= params.max_kv_fraction * c.kv_capacity_tokens[i])
+
+
 def reference_pick(dispatcher, request, loads, now, last_pick):
     """The engine the documented rule picks (``last_pick``: the previous argmax pick or -1)."""
     config = dispatcher.config
@@ -40,20 +47,12 @@ def reference_pick(dispatcher, request, loads, now, last_pick):
     owner = dispatcher.sessions.owner(request.session_id, now)
     if owner in c.engine_id:
         i = c.engine_id.index(owner)
-        mean = sum(c.outstanding) / len(c)
-        s = config.stickiness
-        overloaded = (c.outstanding[i] > s.overload_rel * mean + s.overload_abs
-                      or c.kv_used_tokens[i] >= s.max_kv_fraction * c.kv_capacity_tokens[i])
-        sticky[i] = 0.0 if overloaded else 1.0
+        sticky[i] = 0.0 if overloaded(c, i, config.stickiness) else 1.0
     affine = [0.0] * len(c)
     home = min(range(len(c)), key=uncached.__getitem__)  # most of the prompt cached (first on ties)
-    a = config.cache_affinity
     cached = request.prompt_tokens - uncached[home]
-    if cached >= a.min_cached_fraction * request.prompt_tokens > 0:
-        mean = sum(c.outstanding) / len(c)
-        overloaded = (c.outstanding[home] > a.overload_rel * mean + a.overload_abs
-                      or c.kv_used_tokens[home] >= a.max_kv_fraction * c.kv_capacity_tokens[home])
-        affine[home] = 0.0 if overloaded else 1.0
+    if cached >= config.cache_affinity.min_cached_fraction * request.prompt_tokens > 0:
+        affine[home] = 0.0 if overloaded(c, home, config.cache_affinity) else 1.0
     scores = {
         "cache_affinity": affine,
         "prefix_load": ratio_to_best([p + u for p, u in zip(c.pending_prefill_tokens, uncached)],
