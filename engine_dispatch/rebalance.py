@@ -35,20 +35,13 @@ interval of ``T`` seconds at most ``max_burst + max_moves_per_s * T`` moves are 
 
 from __future__ import annotations
 
-import bisect
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine_dispatch.scorers import PredictedLoadScorer
 from engine_dispatch.types import EngineLoad
 from perf_model.batch import StepTimeModel
-from request_sched.queue import BACK_OF_QUEUE
-
-OrderKey = tuple[float, ...]
-#: "net" (default of this experiment) or "self" (the moved request's own gain only)
-REBALANCE_OBJECTIVE = os.environ.get("REBALANCE_OBJECTIVE", "net")
 
 #: accepted values of ``RebalanceConfig.size_estimate``
 SIZE_ESTIMATES = ("predicted", "uniform")
@@ -130,7 +123,6 @@ class QueuedRequest:
     predicted_tokens: int
     latest_start_s: float = math.inf
     movable: bool = True
-    order_key: OrderKey = BACK_OF_QUEUE
 
 
 @dataclass(frozen=True)
@@ -181,11 +173,10 @@ class MoveBudget:
 
 
 class _Books:
-    """Per-engine queued work during one round; a moved request lands at its order key."""
+    """Per-engine predicted work during one round (tokens), updated as moves are decided."""
 
     def __init__(self, engines: Sequence[EngineQueue], sizes: list[list[int]]) -> None:
         self.sizes = sizes
-        self.keys = [[r.order_key for r in e.waiting] for e in engines]
         self.prefix = []
         self.base = []
         self.total = []
@@ -196,43 +187,19 @@ class _Books:
             self.prefix.append(sums)
             self.base.append(max(0, engine.load.pending_prefill_tokens - sums[-1]))
             self.total.append(self.base[-1] + sums[-1])
-        self.moved_out: list[list[tuple[int, int]]] = [[] for _ in engines]
-        self.moved_in: list[list[tuple[OrderKey, int]]] = [[] for _ in engines]
+        self.moved_out: list[list[tuple[int, int]]] = [[] for _ in engines]  # (position, tokens)
 
     def move(self, source: int, position: int, target: int, work: int) -> None:
+        """Book the request at ``position`` on ``source`` as gone to ``target`` (``work`` tokens there)."""
         own = self.sizes[source][position]
         self.moved_out[source].append((position, own))
-        self.moved_in[target].append((self.keys[source][position], work))
         self.total[source] -= own
         self.total[target] += work
 
     def ahead(self, engine: int, position: int) -> int:
-        key = self.keys[engine][position]
+        """Tokens before ``position`` on ``engine`` still queued there (in-progress prefill included)."""
         gone = sum(t for p, t in self.moved_out[engine] if p < position)
-        came = sum(t for k, t in self.moved_in[engine] if k < key)
-        return self.base[engine] + self.prefix[engine][position] - gone + came
-
-    def behind(self, engine: int, position: int) -> int:
-        key = self.keys[engine][position]
-        gone = sum(1 for p, _ in self.moved_out[engine] if p > position)
-        came = sum(1 for k, _ in self.moved_in[engine] if k >= key)
-        return len(self.keys[engine]) - position - 1 - gone + came
-
-    def landing(self, engine: int, key: OrderKey) -> tuple[int, int]:
-        index = bisect.bisect_right(self.keys[engine], key)
-        gone_ahead = sum(t for p, t in self.moved_out[engine] if p < index)
-        gone_behind = sum(1 for p, _ in self.moved_out[engine] if p >= index)
-        came_ahead = sum(t for k, t in self.moved_in[engine] if k <= key)
-        came_behind = sum(1 for k, _ in self.moved_in[engine] if k > key)
-        tokens = self.base[engine] + self.prefix[engine][index] - gone_ahead + came_ahead
-        return tokens, len(self.keys[engine]) - index - gone_behind + came_behind
-
-
-@dataclass
-class _Landed:
-    key: OrderKey
-    tokens: int
-    before_s: float
+        return self.base[engine] + self.prefix[engine][position] - gone
 
 
 class SelectiveRebalancer:
@@ -303,41 +270,24 @@ class SelectiveRebalancer:
 
         candidates = self._candidates(engines, books, healthy, ready, now, pending)
         moves: list[Move] = []
-        landed: list[list[_Landed]] = [[] for _ in engines]
         for _, _, source, position in candidates:
             if len(moves) >= allowed:
                 break
             request = engines[source].waiting[position]
             own = sizes[source][position]
             before = ready(source, books.ahead(source, position) + own)
-            saved_behind = ready(source, books.total[source]) - ready(source, books.total[source] - own)
-            gain_behind = books.behind(source, position) * saved_behind
-            best: tuple[float, float, int, int] | None = None
+            best: tuple[float, int, int] | None = None
             for target in healthy:
                 if target == source:
                     continue
                 work = own if work_on is None or cfg.size_estimate == "uniform" else work_on(
                     request.request_id, target)
-                ahead, behind = books.landing(target, request.order_key)
-                after = ready(target, ahead + work) + cfg.migration_cost_s
-                if not after + cfg.min_gain_s < before or not all(
-                        ready(target, m.tokens + work) + cfg.migration_cost_s < m.before_s
-                        for m in landed[target] if m.key > request.order_key):
-                    continue
-                delay_behind = ready(target, books.total[target] + work) - ready(target, books.total[target])
-                net = (before - after) + gain_behind - behind * delay_behind
-                if REBALANCE_OBJECTIVE == "self":
-                    net = before - after
-                if net > 0 and (best is None or net > best[0]):
-                    best = (net, after, target, work)
-            if best is None:
+                after = ready(target, books.total[target] + work) + cfg.migration_cost_s
+                if best is None or after < best[0]:
+                    best = (after, target, work)
+            if best is None or not best[0] + cfg.min_gain_s < before:
                 continue
-            _, after, target, work = best
-            for m in landed[target]:
-                if m.key > request.order_key:
-                    m.tokens += work
-            landed[target].append(_Landed(request.order_key, books.landing(target, request.order_key)[0] + work,
-                                          before))
+            after, target, work = best
             books.move(source, position, target, work)
             moves.append(Move(request.request_id, source, target, before, after))
             self._moved_at[request.request_id] = now

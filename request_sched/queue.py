@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 from request_sched.types import WaitingRequest
-
-#: order key of every request under a policy that does not state its order: a request added
-#: now goes behind every waiting one
-BACK_OF_QUEUE: tuple[float, ...] = (math.inf,)
 
 
 class RequestQueue(ABC):
@@ -46,15 +41,6 @@ class RequestQueue(ABC):
 
     def __iter__(self) -> Iterator[WaitingRequest]:
         raise TypeError("iterate over ordered(now): admission order may depend on the time")
-
-    def order_key(self, request: WaitingRequest, now: float) -> tuple[float, ...]:
-        """Where ``request`` stands in this policy's admission order at ``now``.
-
-        :meth:`ordered` lists the waiting requests by nondecreasing key, and a request added at
-        ``now`` goes behind every waiting request whose key is <= its own and ahead of the rest.
-        Policies that do not state their order return :data:`BACK_OF_QUEUE` for every request.
-        """
-        return BACK_OF_QUEUE
 
     def on_finished(self, request: WaitingRequest, output_tokens: int) -> None:
         """Tell the policy a request finished with ``output_tokens`` (feeds predictors)."""

@@ -81,8 +81,7 @@ class RebalancingTicker:
                       if now - r.trace.arrival_s > self.ttft_slo_s)
         moves: list[Move] = []
         if self.rebalancer.due(now, overdue / waiting):
-            queues = [EngineQueue(e.load, [self._queued(w.host_ref, e.queue.order_key(w, now))
-                                           for w in e.queue.ordered(now)])
+            queues = [EngineQueue(e.load, [self._queued(w.host_ref, e) for w in e.queue.ordered(now)])
                       for e in engines]
             by_id = {rid: req for e in engines for rid, req in e.waiting.items()}
             in_flight = [move for batch in self._pending for move in batch]
@@ -96,12 +95,11 @@ class RebalancingTicker:
     def _predicted_tokens(self, req: SimRequest, cached: int) -> int:
         return round(max(0, req.prompt_tokens - cached) * self.size_error.get(req.trace.request_id, 1.0))
 
-    def _queued(self, req: SimRequest, order_key: tuple[float, ...]) -> QueuedRequest:
+    def _queued(self, req: SimRequest, engine: SimEngine) -> QueuedRequest:
         latest = float("inf") if self.deadlines is None else self.deadlines.deadline(req.waiting).latest_start_s
         return QueuedRequest(request_id=req.trace.request_id,
                              predicted_tokens=self._predicted_tokens(req, req.waiting.cached_tokens),
-                             latest_start_s=latest, movable=req.generated == 0 and not req.segments,
-                             order_key=order_key)
+                             latest_start_s=latest, movable=req.generated == 0 and not req.segments)
 
     def _apply(self, moves: list[Move], engines: list[SimEngine], now: float) -> list[int]:
         gained = []

@@ -32,9 +32,6 @@ class FcfsQueue(RequestQueue):
     def add(self, request: WaitingRequest, now: float) -> None:
         self._heap.push(self._key(request), request)
 
-    def order_key(self, request: WaitingRequest, now: float) -> tuple[float, ...]:
-        return self._key(request)
-
     def pop(self, now: float) -> WaitingRequest:
         return self._heap.pop()
 

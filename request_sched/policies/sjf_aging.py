@@ -128,13 +128,6 @@ class SjfAgingQueue(RequestQueue):
             - self.priority_weight_s * request.priority
         )
 
-    def order_key(self, request: WaitingRequest, now: float) -> tuple[float, ...]:
-        rid = request.request_id
-        key = self._by_key.key_of(rid)[0] if rid in self._by_key else self.static_key(request)
-        if request.enqueue_s < now - self.max_wait_s:
-            return (0.0, request.enqueue_s, key)
-        return (1.0, key)
-
     def add(self, request: WaitingRequest, now: float) -> None:
         key = self.static_key(request)
         self._by_key.push((key,), request)
