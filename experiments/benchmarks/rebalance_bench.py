@@ -31,9 +31,9 @@ Variants (GAPS ablations):
 - ``gaps-fcfs`` / ``no-rebalancing-fcfs``: the same two with FCFS as the local order (a moved
   request then really joins the back of its target's queue, as the rebalancer assumes; under
   sjf-aging it lands by size).
-- ``gaps-bound`` / ``no-rebalancing-bound``: the same two with sjf-aging's starvation bound at the
-  TTFT SLO instead of its default 10 s (a request past its TTFT objective is served before fresh
-  ones, oldest first).
+- ``gaps-bound`` / ``no-rebalancing-bound``: the same two with sjf-aging's starvation bound at
+  ``--bound-s`` (default: the TTFT SLO) instead of its default 10 s (a request waiting longer is
+  served before fresh ones, oldest first).
 - ``eager``: ``gaps`` with an unthrottled rebalancer (a round every 20 ms, every waiting request a
   candidate on any engine above the mean, no move cap, no cooldown, free moves), error 0 only: how
   far moving waiting requests can go at all in that scenario.
@@ -258,8 +258,8 @@ def run_variant(variant: str, requests: list[TraceRequest], error: float, seed: 
     predictor = OraclePredictor({r.request_id: r.output_tokens * f for r, f in zip(requests, out_error)})
     slo = LatencySlo(ttft_s=args.slo_ttft_ms / 1e3)
     engine = EngineConfig(max_batched_tokens=args.chunk_tokens)
-    # sjf-aging's starvation bound: its default, or the TTFT SLO for the "-bound" pair
-    bound = {"max_wait_s": slo.ttft_s} if variant.endswith("-bound") else {}
+    # sjf-aging's starvation bound: its default, or --bound-s (the TTFT SLO) for the "-bound" pair
+    bound = {"max_wait_s": args.bound_s or slo.ttft_s} if variant.endswith("-bound") else {}
     if variant in FCFS_VARIANTS:
         queue_factory = lambda: create_queue("fcfs")  # noqa: E731
     else:
@@ -400,6 +400,8 @@ def main() -> int:
     parser.add_argument("--load-refresh-s", type=float, default=0.5, help="load-report interval (s)")
     parser.add_argument("--step-noise", type=float, default=0.03, help="per-step lognormal noise")
     parser.add_argument("--slo-ttft-ms", type=float, default=1000.0)
+    parser.add_argument("--bound-s", type=float,
+                        help="sjf-aging starvation bound of the -bound pair, seconds (default: the TTFT SLO)")
     parser.add_argument("--period-s", type=float, default=0.1, help="rebalancing period")
     parser.add_argument("--max-moves-per-s", type=float, default=200.0)
     parser.add_argument("--errors", default="0,0.1,0.2,0.3,0.4", help="injected prediction errors")
@@ -419,6 +421,8 @@ def main() -> int:
     parser.add_argument("--change-step", type=int, default=3000, help="engine step of the slow-down")
     parser.add_argument("--out", default=str(REPO / "results/rebalance_bench.json"))
     args = parser.parse_args()
+    if args.bound_s is not None and not args.bound_s > 0:
+        parser.error(f"--bound-s: expected seconds > 0, got {args.bound_s}")
     known = scenarios(args)
     chosen = args.scenarios.split(",")
     variants = args.variants.split(",")

@@ -60,7 +60,7 @@ def test_every_variant_serves_every_request(scenario):
     args = argparse.Namespace(engines=3, gpu_model="qwen3-30b-a3b-h100", chunk_tokens=8192,
                               step_noise=0.03, drift_tau_s=1.0, slo_ttft_ms=500.0, period_s=0.1,
                               max_moves_per_s=200.0, load_refresh_s=0.2, straggler_factor=3.0,
-                              straggler_at_s=0.1)
+                              straggler_at_s=0.1, bound_s=None)
     for variant in VARIANTS:
         result = run_variant(variant, requests, 0.3, 0, args, scenario)
         assert result["completed"] == len(requests) and result["failed"] == 0, variant
