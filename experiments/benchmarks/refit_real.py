@@ -1,7 +1,9 @@
 """Online step-model refit on a real SGLang CPU engine whose speed changes mid-run (issue 8).
 
-1. Start SGLang 0.5.23 on the CPU (tiny Qwen3-MoE, one rank, its OpenMP threads bound to
-   ``--cores``) with the moesched plugin and only its ``[refit]`` hook on: every scheduler step is
+1. Start SGLang 0.5.23 on the CPU (tiny Qwen3-MoE, one rank) pinned to ``--cores``: every thread
+   of the server's processes gets that CPU affinity (SGLang binds its OpenMP threads to
+   ``SGLANG_CPU_OMP_THREADS_BIND`` only on AMX or arm64 CPUs; elsewhere the kernel moved the
+   engine off a loaded core, so burners pinned there did not slow it), with the moesched plugin and only its ``[refit]`` hook on: every scheduler step is
    timed and fed to ``OnlineStepModel`` (base: the step model ``sim_fidelity.py --engine sglang``
    calibrated on this CPU, ``results/sim_fidelity/sglang_load3-7.json``), and one JSON line per
    step is written (``sglang_patches.hooks.step_timing``).
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.engines import EngineServer, ServerConfig, pick_free_port
+from experiments.engines.process import pin_group
 from experiments.engines.step_log import read_step_lines, shape_fields, write_step_log_config
 from experiments.fidelity.calibration import calibrated_model
 from experiments.metrics.host_freezes import FreezeMonitor
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burners", type=int, default=1, help="busy-loop processes per engine core")
     parser.add_argument("--burner-nice", type=int, default=None,
                         help="nice of the burners (default: the engine's, i.e. this script's)")
-    parser.add_argument("--cores", default="0", help="CPU cores of the engine (SGLang's OMP bind)")
+    parser.add_argument("--cores", default="0", help="CPU cores the engine is pinned to (and the burners)")
     parser.add_argument("--window", type=int, default=16, help="steps averaged for 'under 10%%'")
     parser.add_argument("--calibration", type=Path, default=CALIBRATION)
     parser.add_argument("--work-dir", type=Path, default=REPO / "logs" / "refit_real")
@@ -380,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     freezes = FreezeMonitor()
     with EngineServer(server_config, log_dir=work) as server, freezes:
         autogroups = set_autogroup_nice(server.pid, engine_nice)
+        pinned_threads = pin_group(server.pid, cores)
         clients = [threading.Thread(target=client_loop, daemon=True,
                                     args=(server.base_url, seed, args.prompt_tokens,
                                           args.output_tokens, stop, done, errors))
@@ -414,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                      "request_errors": len(errors)},
         "load_change": {"burners": args.burners * len(cores), "cores": sorted(cores),
                         "burner_nice": burner_nice, "engine_nice": engine_nice,
-                        "session_autogroups_weighted": autogroups and own_autogroup},
+                        "session_autogroups_weighted": autogroups and own_autogroup,
+                        "engine_threads_pinned": pinned_threads},
         "refit_options": {"scale_bounds": list(SCALE_BOUNDS)},
         "host_freezes": {"count": len(freezes.freezes),
                          "frozen_s": sum(b - a for a, b in freezes.freezes),

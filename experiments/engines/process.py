@@ -111,6 +111,24 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def pin_group(pgid: int, cores: set[int]) -> int:
+    """Restrict every thread of every process in group ``pgid`` to CPU ``cores``; returns the
+    number of threads pinned (threads that exit meanwhile are skipped)."""
+    pinned = 0
+    for pid in group_members(pgid):
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # exited meanwhile
+        for tid in threads:
+            try:
+                os.sched_setaffinity(int(tid), cores)
+                pinned += 1
+            except (ProcessLookupError, FileNotFoundError):
+                pass
+    return pinned
+
+
 def group_rss_bytes(pgid: int) -> int:
     """Resident memory of all processes in group ``pgid``, in bytes (shared pages counted per process)."""
     total = 0

@@ -17,8 +17,9 @@ from experiments.engines import EngineError, EngineServer, ServerConfig, build_c
 from experiments.engines.__main__ import main as cli_main
 from experiments.engines.commands import NO_SGLANG_PLUGINS, SGL_KERNEL_STANDIN, parse_env_assignments
 from experiments.engines.ports import ensure_port_free
-from experiments.engines.process import (PidRecord, group_members, group_rss_bytes, log_tail, read_pid_file,
-                                         record_is_current, spawn, start_ticks, stop_group, write_pid_file)
+from experiments.engines.process import (PidRecord, group_members, group_rss_bytes, log_tail, pin_group,
+                                         read_pid_file, record_is_current, spawn, start_ticks, stop_group,
+                                         write_pid_file)
 
 FAKE_SERVER = Path(__file__).resolve().parents[1] / "support" / "fake_openai_server.py"
 
@@ -84,6 +85,22 @@ def test_stop_group_terminates_leader_and_children(tmp_path: Path) -> None:
     assert stop_group(proc.pid, grace_s=5, child=proc) == "terminated"
     assert group_members(proc.pid) == []
     assert stop_group(proc.pid, grace_s=5, child=proc) == "not running"
+
+
+def test_pin_group_pins_every_thread_of_every_process(tmp_path: Path) -> None:
+    code = ("import subprocess, sys, threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    proc = spawn([sys.executable, "-c", code], os.environ, tmp_path / "group.log")
+    try:
+        deadline = time.monotonic() + 10
+        while len(group_members(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        core = min(os.sched_getaffinity(0))
+        assert pin_group(proc.pid, {core}) >= 3  # the leader's two threads and the child's one
+        threads = [int(t) for pid in group_members(proc.pid) for t in os.listdir(f"/proc/{pid}/task")]
+        assert {frozenset(os.sched_getaffinity(t)) for t in threads} == {frozenset({core})}
+    finally:
+        stop_group(proc.pid, grace_s=5, child=proc)
 
 
 def test_stop_group_kills_what_ignores_sigterm(tmp_path: Path) -> None:
