@@ -67,6 +67,7 @@ class RebalanceConfig:
         chunk_tokens: prefill chunk of the drain model (the engines' chunked-prefill size).
         max_candidates: candidates examined per round at most.
         size_estimate: ``"predicted"`` (the host's per-request sizes) or ``"uniform"``.
+        enabled: False = a round is never due: a late-binding host then only holds and releases.
     """
 
     period_s: float = 0.1
@@ -84,6 +85,7 @@ class RebalanceConfig:
     chunk_tokens: int = 8192
     max_candidates: int = 64
     size_estimate: str = "predicted"
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         rules = {  # field -> (holds, what is expected)
@@ -224,6 +226,8 @@ class SelectiveRebalancer:
     def due(self, now: float, overdue_fraction: float = 0.0) -> bool:
         """Whether a round should run at ``now``: the period elapsed, or a violation spike
         (``overdue_fraction`` = share of waiting requests past their TTFT deadline)."""
+        if not self.config.enabled:
+            return False
         since = now - self._last_round_s
         if since >= self.config.period_s:
             return True

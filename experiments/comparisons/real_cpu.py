@@ -115,16 +115,19 @@ def plugin_config_path(moesched_config: Path) -> Path:
 
 def moesched_toml(max_wait_s: float, aging_rate: float, cap_by_max_tokens: bool, dispatch: bool = True,
                   preemption_ratio: float | None = 2.0, dp_block_when_idle: bool = True,
-                  late_binding: int | None = None, prefill_tokens: int = 2048) -> str:
+                  late_binding: int | None = None, late_binding_moves: bool = True,
+                  prefill_tokens: int = 2048) -> str:
     """The plugin's config for the comparison: sjf-aging with the given bound and aging rate (step
     model: the default H100 preset), preemption with ``preemption_ratio`` (None: off), scored DP
     dispatch unless ``dispatch`` is False, the DP controller's blocking wait unless
     ``dp_block_when_idle`` is False (then it spins as in stock SGLang); with ``late_binding`` = N
     the DP controller holds requests while a rank has N running + waiting (rebalancer priced by
-    :data:`CPU_STEP_MODEL`, drain chunks of ``prefill_tokens``)."""
+    :data:`CPU_STEP_MODEL`, drain chunks of ``prefill_tokens``; no rebalancing rounds at all unless
+    ``late_binding_moves``)."""
     late = "" if late_binding is None else (
         f"late_binding = true\n\n[dp_controller.hold]\nmax_in_flight = {late_binding}\n"
-        f"step_model = \"{CPU_STEP_MODEL}\"\n\n[dp_controller.rebalance]\nchunk_tokens = {prefill_tokens}\n")
+        f"step_model = \"{CPU_STEP_MODEL}\"\n\n[dp_controller.rebalance]\nchunk_tokens = {prefill_tokens}\n"
+        + ("" if late_binding_moves else "enabled = false\n"))
     return (
         "# written by experiments/comparisons/real_cpu.py (plugin config of the patched SGLang)\n"
         "[request]\npolicy = \"sjf-aging\"\n\n[request.options]\n"
@@ -283,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--late-binding", type=int, default=None, metavar="N",
                    help="patched server: the DP controller holds requests while their rank has N running + "
                         "waiting requests and rebalances them ([dp_controller] late_binding)")
+    p.add_argument("--no-moves", action="store_true",
+                   help="with --late-binding: hold and release only, no rebalancing ([dp_controller.rebalance] "
+                        "enabled = false)")
     p.add_argument("--oracle-max-tokens", action="store_true",
                    help="let the predictor cap estimates by max_tokens (= the true output length here)")
     o = parser.add_argument_group("output")
@@ -325,6 +331,8 @@ def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWork
         raise ValueError(f"--size-ratio: expected a number > 1, got {args.size_ratio}")
     if args.late_binding is not None and (args.late_binding < 1 or args.dp_size < 2 or args.request_layer_only):
         raise ValueError("--late-binding: expected an integer >= 1, with --dp-size 2 and the plugin's dispatch")
+    if args.no_moves and args.late_binding is None:
+        raise ValueError("--no-moves: expected --late-binding N as well")
     if "plugin" in opponents and args.late_binding is None:
         raise ValueError("--opponents plugin: compares against the patched server without late binding; "
                          "expected --late-binding N")
@@ -385,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                       "dp_block_when_idle": not args.dp_controller_spin}
     atomic_write_text(moesched_config, moesched_toml(args.max_wait_s, args.aging_rate, args.oracle_max_tokens,
                                                     late_binding=args.late_binding,
+                                                    late_binding_moves=not args.no_moves,
                                                     prefill_tokens=args.prefill_tokens, **plugin_options))
     load_config(moesched_config)  # refuse a bad plugin config before any server starts
     if "plugin" in opponents:
@@ -403,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         "limits": asdict(limits), "max_model_len": MAX_MODEL_LEN, "max_wait_s": args.max_wait_s, "aging_rate": args.aging_rate,
         "predictor_capped_by_max_tokens": args.oracle_max_tokens, "rounds": args.rounds,
         "dp_controller_blocking": not args.dp_controller_spin, "late_binding_max_in_flight": args.late_binding,
+        "late_binding_moves": args.late_binding is not None and not args.no_moves,
         "pairs": pairs,
     }
     write_summary(out, summary)

@@ -144,6 +144,9 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
     assert late.dp_controller.late_binding
     assert late.dp_controller.late_binding_config().hold.max_in_flight == 6
     assert late.dp_controller.late_binding_config().rebalance.chunk_tokens == 4096
+    assert late.dp_controller.late_binding_config().rebalance.enabled
+    holding_only = parse_config(real_cpu.moesched_toml(25.0, 1e-4, False, late_binding=6, late_binding_moves=False), "g")
+    assert not holding_only.dp_controller.late_binding_config().rebalance.enabled
     assert not parse_config(real_cpu.moesched_toml(25.0, 1e-4, False), "g").dp_controller.late_binding
 
 
@@ -154,6 +157,7 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
     (["--size-ratio", "1"], "--size-ratio"),
     (["--opponents", "plugin"], "expected --late-binding N"), (["--late-binding", "0"], "--late-binding"),
     (["--late-binding", "4", "--request-layer-only"], "--late-binding"),
+    (["--no-moves"], "--no-moves"),
 ])
 def test_bad_options_exit_2_before_any_server_starts(argv, message, tmp_path, capsys):
     assert real_cpu.main(argv + ["--out", str(tmp_path / "o")]) == 2

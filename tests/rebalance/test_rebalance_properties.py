@@ -130,6 +130,12 @@ def test_move_cap_holds(engines, gaps, rate, burst):
             assert moved <= burst + rate * (log[j][0] - log[i][0]) + 1e-9
 
 
+def test_a_disabled_rebalancer_is_never_due():
+    rebalancer = SelectiveRebalancer(RebalanceConfig(enabled=False), MODEL)
+    assert not rebalancer.due(0.0) and not rebalancer.due(100.0, overdue_fraction=1.0)
+    assert SelectiveRebalancer(RebalanceConfig(), MODEL).due(0.0)
+
+
 def test_nothing_moves_between_balanced_engines():
     engines = [EngineQueue(EngineLoad(engine_id=e, pending_prefill_tokens=4096),
                            [QueuedRequest(f"{e}", 4096)]) for e in range(4)]

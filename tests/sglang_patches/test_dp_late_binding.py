@@ -4,6 +4,7 @@ the late-binding event loop on a real ZeroMQ socket pair."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +112,24 @@ def test_held_requests_move_to_the_rank_that_frees_up() -> None:
     assert sent[0] == [] and sorted(sent[1]) == ["a", "b", "c", "d"]  # rank 0's held ones moved
     state = hook._state_of(controller)
     assert state.hold.moved >= 1 and state.hold.held_count() == 0
+
+
+def test_with_rebalancing_off_held_requests_wait_for_their_rank() -> None:
+    hook = make_hook(max_in_flight=1, rebalance=dataclasses.replace(EAGER, enabled=False))
+    controller = so.dp_controller([so.snapshot(0, running=1, uncached_tokens=4000),
+                                   so.snapshot(1, running=1)])
+    for rid in ("a", "b", "c", "d"):  # round robin: a, c -> rank 0; b, d -> rank 1
+        hook.total_tokens_scheduler(controller, so.tokenized_req(rid, 2000))
+    for _ in range(6):
+        publish(controller, 1, running=0)
+        hook.tick(controller)
+    assert [s.rids() for s in controller.workers] == [[], ["b", "d"]]
+    state = hook._state_of(controller)
+    assert state.hold.moved == 0 and state.hold.held_count() == 2
+    publish(controller, 0, running=0)
+    while hook.tick(controller):
+        publish(controller, 0, running=0)
+    assert controller.workers[0].rids() == ["a", "c"]
 
 
 def test_inactive_rank_strands_nothing() -> None:
