@@ -137,6 +137,22 @@ def test_engine_answering_traffic_survives_slow_health_probes():
     assert statuses == [200] * 5 and alive and not after
 
 
+def test_a_dropped_connection_keeps_the_engine_in_rotation_a_refused_connect_does_not():
+    async def scenario():
+        engines = [FakeEngine("e0", ["refuse", "ok"]), FakeEngine("e1")]
+        async with Cluster(engines, policy="round-robin") as cluster:
+            first = [(await cluster.post("/v1/completions", json={"prompt": f"a{i}"}))[0] for i in range(2)]
+            after_drop = cluster.pool.engines[0].healthy
+            await cluster.servers[0].close()  # now a connect to e0 is refused
+            second = [(await cluster.post("/v1/completions", json={"prompt": f"b{i}"}))[0] for i in range(2)]
+            return first, after_drop, second, cluster.pool.engines[0].healthy, engines
+
+    first, after_drop, second, after_refused, engines = asyncio.run(scenario())
+    assert first == [200, 200] and second == [200, 200]  # retried on e1 both times
+    assert after_drop and engines[0].completed == ["a1"]  # e0 dropped a0, stayed, served a1
+    assert not after_refused
+
+
 def test_no_healthy_engine_is_a_503():
     async def scenario():
         async with Cluster([FakeEngine("e0")]) as cluster:

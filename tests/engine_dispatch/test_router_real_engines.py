@@ -97,4 +97,7 @@ def test_failover_no_request_lost_or_served_twice(tmp_path: Path) -> None:
     sticky = sum(c.most_common(1)[0][1] for c in by_session.values())
     total = sum(sum(c.values()) for c in by_session.values())
     print(f"before the kill, {sticky}/{total} session requests on their session's main engine")
-    assert sticky >= 0.9 * total
+    # measured 239-293 of 300 over the runs of 2026-12-06/07 (docs/engine_dispatch.md): stickiness
+    # weighs like prefix_load, so a session leaves an engine whose pending prefill is a few times
+    # the other's, and real engines' reports are bursty; a session split at random would keep ~half
+    assert sticky >= 0.75 * total
