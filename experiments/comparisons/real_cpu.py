@@ -69,13 +69,16 @@ class EngineLimits:
     sglang_kv_tokens_per_rank: int
     moesched_dispatch: bool = True  # the patched server's DP dispatch is moesched's (else SGLang's round robin)
     moesched_preemption: bool = True  # the patched server preempts (--enable-priority-scheduling + plugin rule)
+    snapshot_interval: int | None = None  # SGLang --load-snapshot-publish-interval (None: its 15 decode steps)
 
 
 def _sglang_args(limits: EngineLimits) -> tuple[str, ...]:
     per_rank = limits.max_running // limits.dp_size
     return ("--dp-size", str(limits.dp_size), "--max-running-requests", str(per_rank),
             "--chunked-prefill-size", str(limits.prefill_tokens), "--max-prefill-tokens", str(limits.prefill_tokens),
-            "--context-length", str(MAX_MODEL_LEN), "--sleep-on-idle")
+            "--context-length", str(MAX_MODEL_LEN), "--sleep-on-idle") + (
+        () if limits.snapshot_interval is None
+        else ("--load-snapshot-publish-interval", str(limits.snapshot_interval)))
 
 
 def _sglang_env(limits: EngineLimits) -> dict[str, str]:
@@ -268,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prefill-tokens", type=int, default=2048, help="prefill tokens per step (per rank)")
     e.add_argument("--dp-size", type=int, default=2, help="SGLang data-parallel ranks (1 or 2)")
     e.add_argument("--sglang-kv-tokens", type=int, default=16384, help="SGLang KV pool per rank (tokens)")
+    e.add_argument("--snapshot-interval", type=int, default=None, metavar="N",
+                   help="SGLang servers publish DP load snapshots every N decode steps "
+                        "(--load-snapshot-publish-interval; default SGLang's 15)")
     p = parser.add_argument_group("plugin")
     p.add_argument("--max-wait-s", type=float, default=60.0, help="sjf-aging starvation bound (s)")
     p.add_argument("--aging-rate", type=float, default=3e-5,
@@ -321,6 +327,8 @@ def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWork
         raise ValueError("--dp-size: expected 1 or 2, and --max-running a positive multiple of it")
     if args.prefill_tokens < MAX_MODEL_LEN or args.sglang_kv_tokens < MAX_MODEL_LEN:
         raise ValueError(f"--prefill-tokens, --sglang-kv-tokens: expected >= {MAX_MODEL_LEN}")
+    if args.snapshot_interval is not None and args.snapshot_interval < 1:
+        raise ValueError(f"--snapshot-interval: expected an integer >= 1, got {args.snapshot_interval}")
     if not args.max_wait_s > 0 or not args.aging_rate >= 0:
         raise ValueError(f"--max-wait-s, --aging-rate: expected > 0 and >= 0, got {args.max_wait_s}, {args.aging_rate}")
     workload = MixedWorkload(args.requests, args.rate, args.long_fraction, _request_class(args.short, "--short"),
@@ -338,7 +346,8 @@ def _check(args: argparse.Namespace) -> tuple[list[str], EngineLimits, MixedWork
                          "expected --late-binding N")
     limits = EngineLimits(args.max_running, args.prefill_tokens, args.dp_size, args.sglang_kv_tokens,
                           moesched_dispatch=not args.request_layer_only,
-                          moesched_preemption=not args.no_preemption)
+                          moesched_preemption=not args.no_preemption,
+                          snapshot_interval=args.snapshot_interval)
     return opponents, limits, workload
 
 

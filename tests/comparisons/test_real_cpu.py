@@ -3,6 +3,7 @@ run against real servers (``integration``: patched vs stock SGLang, one round, a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 
@@ -125,6 +126,8 @@ def test_servers_share_limits_and_only_the_patched_one_loads_the_plugin(tmp_path
     order_only = real_cpu.server_config(
         "patched", real_cpu.EngineLimits(8, 2048, 2, 16384, moesched_preemption=False), cfg)
     assert "--enable-priority-scheduling" not in order_only.extra_args
+    fresh = real_cpu.server_config("plugin", dataclasses.replace(_limits(dp=2), snapshot_interval=1), cfg)
+    assert fresh.extra_args[fresh.extra_args.index("--load-snapshot-publish-interval") + 1] == "1"
     single = real_cpu.server_config("patched", _limits(dp=1), cfg)
     assert "--load-balance-method" not in single.extra_args and "SGLANG_CPU_OMP_THREADS_BIND" not in single.extra_env
 
@@ -158,6 +161,7 @@ def test_plugin_config_is_valid_and_states_the_predictor_mode():
     (["--opponents", "plugin"], "expected --late-binding N"), (["--late-binding", "0"], "--late-binding"),
     (["--late-binding", "4", "--request-layer-only"], "--late-binding"),
     (["--no-moves"], "--no-moves"),
+    (["--snapshot-interval", "0"], "--snapshot-interval"),
 ])
 def test_bad_options_exit_2_before_any_server_starts(argv, message, tmp_path, capsys):
     assert real_cpu.main(argv + ["--out", str(tmp_path / "o")]) == 2
