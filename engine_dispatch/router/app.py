@@ -236,10 +236,10 @@ class Router:
         except (aiohttp.ClientError, asyncio.TimeoutError, _UpstreamFailed) as exc:
             self.metrics.failures[engine.url] += 1
             # could not connect, or no answer in time: out of rotation now. A connection the
-            # engine closed (an idle keep-alive connection it timed out just as a request went
-            # out on it, or a crash) only counts: its next connect, or the probes, decide. Found
-            # on real engines: two such drops took the one surviving engine of the failover test
-            # out, and 736 of 1,000 requests got 503 before the next probe put it back.
+            # engine closed before answering (e.g. an idle keep-alive connection it timed out as a
+            # request went out on it, or a crash) only counts: its next connect, or the probes,
+            # decide. Found on real engines: two such drops took the one surviving engine of the
+            # failover test out, and 736 of 1,000 requests got 503 before the next probe.
             if isinstance(exc, (aiohttp.ClientConnectorError, asyncio.TimeoutError)):
                 self.pool.mark_failed(engine_id)
             if response is None:

@@ -3,8 +3,8 @@
 1. Start SGLang 0.5.23 on the CPU (tiny Qwen3-MoE, one rank) pinned to ``--cores``: every thread
    of the server's processes gets that CPU affinity (SGLang binds its OpenMP threads to
    ``SGLANG_CPU_OMP_THREADS_BIND`` only on AMX or arm64 CPUs; elsewhere the kernel moved the
-   engine off a loaded core, so burners pinned there did not slow it), with the moesched plugin and only its ``[refit]`` hook on: every scheduler step is
-   timed and fed to ``OnlineStepModel`` (base: the step model ``sim_fidelity.py --engine sglang``
+   engine off a loaded core, so burners pinned there did not slow it). The moesched plugin runs
+   with only its ``[refit]`` hook on: every scheduler step is timed and fed to ``OnlineStepModel`` (base: the step model ``sim_fidelity.py --engine sglang``
    calibrated on this CPU, ``results/sim_fidelity/sglang_load3-7.json``), and one JSON line per
    step is written (``sglang_patches.hooks.step_timing``).
 2. Priorities: the server inherits this script's nice (-15 under the lock) and its session's
