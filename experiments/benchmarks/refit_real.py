@@ -4,9 +4,10 @@
    of the server's processes gets that CPU affinity (SGLang binds its OpenMP threads to
    ``SGLANG_CPU_OMP_THREADS_BIND`` only on AMX or arm64 CPUs; elsewhere the kernel moved the
    engine off a loaded core, so burners pinned there did not slow it). The moesched plugin runs
-   with only its ``[refit]`` hook on: every scheduler step is timed and fed to ``OnlineStepModel`` (base: the step model ``sim_fidelity.py --engine sglang``
-   calibrated on this CPU, ``results/sim_fidelity/sglang_load3-7.json``), and one JSON line per
-   step is written (``sglang_patches.hooks.step_timing``).
+   with only its ``[refit]`` hook on: every scheduler step is timed and fed to
+   ``OnlineStepModel`` (base: the step model ``sim_fidelity.py --engine sglang`` calibrated on this
+   CPU, ``results/sim_fidelity/sglang_load3-7.json``), and one JSON line per step is written
+   (``sglang_patches.hooks.step_timing``).
 2. Priorities: the server inherits this script's nice (-15 under the lock) and its session's
    scheduler autogroup is given the same weight (``/proc/<pid>/autogroup``): with
    ``kernel.sched_autogroup_enabled = 1`` CPU time is split between sessions first, so without
