@@ -25,10 +25,11 @@ def bench_connector() -> aiohttp.TCPConnector:
 
 def proxy_connector() -> aiohttp.TCPConnector:
     """The router's: no connection limit and aiohttp's own keep-alive (idle connections reused for
-    15 s). Connection reuse matters to a proxy: in the router's real-engine failover test (two
-    SGLang CPU servers, 1,000 requests, 16 in flight; it asks for >= 270 of 300 session requests
-    on their main engine) this connector gave 283 and 284, a 2 s keep-alive 259 and 262, and a new
-    connection per request 237, 254 and 260 (and two passing runs). A request lost to a closing
-    connection before its first byte is retried on another engine (``max_attempts``). Create it
-    inside the event loop."""
+    15 s). Chosen on the router's real-engine failover test (two SGLang CPU servers, 1,000
+    requests, 16 in flight; session requests on their main engine before the kill, of 300): this
+    connector 283 and 284 on 2026-12-06, a 2 s keep-alive 259 and 262, a new connection per request
+    237, 254 and 260 (and two runs over 270); but this connector again gave 239 and 293 on
+    2026-12-07, so the runs do not separate the three. A request lost to a connection the engine
+    closes before answering is retried on another engine (``max_attempts``) and does not take the
+    engine out of rotation (``engine_dispatch.router.app``). Create it inside the event loop."""
     return aiohttp.TCPConnector(limit=0)

@@ -33,11 +33,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from engine_dispatch.late_binding import LateBindingConfig
 from perf_model.batch import BatchShape, MoeFactors
 from sglang_patches.config import REFIT_MODEL, MoeschedConfig, PreemptionConfig, RefitConfig, config_from_env
 from sglang_patches.decision_log import DecisionLog
+
+if TYPE_CHECKING:  # imports SGLang: only in the DP controller process
+    from sglang_patches.hooks.dp_late_binding import ControllerHold
 
 
 class ProcessStepModel:
@@ -112,8 +117,8 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
         LateBindingLoop(hook.tick, late.hold.tick_s).register()
 
 
-def _make_hold(config: MoeschedConfig, late: Any) -> Any:
-    """Builder of a DP controller's late-binding hold (``late``: its ``LateBindingConfig``)."""
+def _make_hold(config: MoeschedConfig, late: LateBindingConfig) -> Callable[[int], ControllerHold]:
+    """Builder of a DP controller's late-binding hold for ``num_ranks`` ranks."""
     from engine_dispatch.rebalance import SelectiveRebalancer
     from perf_model.model_file import resolve_model
     from request_sched.policies import create_queue
