@@ -143,13 +143,19 @@ class HoldQueues:
         num_engines: engines ``0..num_engines-1``.
         max_in_flight: sent-and-unfinished requests at which an engine is full (>= 1).
         make_queue: builds one engine's hold queue (release order); FCFS by default.
+        book: ``book(request_id, engine_id, now)`` books a request with the host's dispatcher
+            (``on_dispatched``) whenever its engine or the time it counts from changes: a
+            re-target or applied move (on the target), a release (from its send time) and a
+            :meth:`stale_bookings` renewal. The host books the first pick itself. None: no books.
     """
 
     def __init__(self, num_engines: int, max_in_flight: int,
-                 make_queue: Callable[[], RequestQueue] = FcfsQueue) -> None:
+                 make_queue: Callable[[], RequestQueue] = FcfsQueue,
+                 book: Callable[[str, int, float], None] | None = None) -> None:
         if num_engines < 1 or max_in_flight < 1:
             raise ValueError("num_engines and max_in_flight must be >= 1")
         self.max_in_flight = max_in_flight
+        self._book = book
         self._queues: list[RequestQueue] = [make_queue() for _ in range(num_engines)]
         self._held: dict[str, Held] = {}
         self._sent: dict[str, int] = {}  # request id -> engine
@@ -215,6 +221,7 @@ class HoldQueues:
                 held = queue.pop(now).host_ref
                 del self._held[held.request_id]
                 self._mark_sent(held.request_id, engine_id)
+                self._booked(held.request_id, engine_id, now)  # engine reports count it from now
                 out.append(Release(held.request_id, engine_id, now - held.held_s))
         return out
 
@@ -237,31 +244,37 @@ class HoldQueues:
         return held
 
     def retarget(self, request_id: str, engine_id: int, now: float) -> bool:
-        """Move a held request into ``engine_id``'s queue, keeping its hold time (the host re-books
-        it there at ``now``); False if it is not held."""
+        """Move a held request into ``engine_id``'s queue, keeping its hold time, and book it there
+        at ``now``; False if it is not held."""
         held = self._held.get(request_id)
         if held is None:
             return False
         self._queues[held.engine_id].remove(held.waiting)
         held.engine_id = engine_id
-        held.booked_s = now
         self._queues[engine_id].add(held.waiting, now)
+        self._rebook(held, now)
         return True
 
     def stale_bookings(self, reported_s: Sequence[float], now: float) -> list[Held]:
-        """Held requests whose booking an engine report claims to cover; they are re-booked at ``now``.
+        """Re-book at ``now`` the held requests whose booking an engine report claims to cover.
 
         A dispatcher's load books assume a report taken at ``reported_s[e]`` covers every request
         booked on ``e`` at or before that time; a held request was never sent, so no report counts
-        it. The host re-books each returned request with its dispatcher at ``now`` (> the report
-        times), which keeps held requests in the dispatcher's view of their engine's load.
+        it. Booking it again at ``now`` (> the report times) keeps held requests in the
+        dispatcher's view of their engine's load. Returns the re-booked requests.
         """
-        out = []
-        for held in self._held.values():
-            if held.booked_s <= reported_s[held.engine_id]:
-                held.booked_s = now
-                out.append(held)
+        out = [held for held in self._held.values() if held.booked_s <= reported_s[held.engine_id]]
+        for held in out:
+            self._rebook(held, now)
         return out
+
+    def _rebook(self, held: Held, now: float) -> None:
+        held.booked_s = now
+        self._booked(held.request_id, held.engine_id, now)
+
+    def _booked(self, request_id: str, engine_id: int, now: float) -> None:
+        if self._book is not None:
+            self._book(request_id, engine_id, now)
 
     def stranded(self, healthy: Sequence[bool]) -> list[str]:
         """Ids held for engines that are not healthy (the host re-picks or withdraws them)."""
@@ -288,8 +301,8 @@ class HoldQueues:
         return self.apply(moves, [load.healthy for load in loads], now)
 
     def apply(self, moves: Sequence[Move], healthy: Sequence[bool], now: float) -> list[Move]:
-        """Apply moves whose request is still held on its source and whose target is healthy (the
-        host re-books each applied move on its target at ``now``)."""
+        """Apply moves whose request is still held on its source and whose target is healthy (each
+        booked on its target at ``now``)."""
         applied = []
         for move in moves:
             held = self._held.get(move.request_id)

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from engine_dispatch.dispatcher import Dispatcher
 from engine_dispatch.late_binding import LateBindingConfig
 from perf_model.batch import BatchShape, MoeFactors
 from sglang_patches.config import REFIT_MODEL, MoeschedConfig, PreemptionConfig, RefitConfig, config_from_env
@@ -117,8 +118,9 @@ def _dispatch_hooks(config: MoeschedConfig) -> None:
         LateBindingLoop(hook.tick, late.hold.tick_s).register()
 
 
-def _make_hold(config: MoeschedConfig, late: LateBindingConfig) -> Callable[[int], ControllerHold]:
-    """Builder of a DP controller's late-binding hold for ``num_ranks`` ranks."""
+def _make_hold(config: MoeschedConfig,
+               late: LateBindingConfig) -> Callable[[int, Dispatcher], ControllerHold]:
+    """Builder of a DP controller's late-binding hold for ``num_ranks`` ranks and its dispatcher."""
     from engine_dispatch.rebalance import SelectiveRebalancer
     from perf_model.model_file import resolve_model
     from request_sched.policies import create_queue
@@ -133,9 +135,9 @@ def _make_hold(config: MoeschedConfig, late: LateBindingConfig) -> Callable[[int
             return FcfsQueue()
         return create_queue(request.policy, **request.options)
 
-    def make_hold(num_ranks: int) -> ControllerHold:  # only the DP controller gets here
+    def make_hold(num_ranks: int, dispatcher: Dispatcher) -> ControllerHold:  # only the DP controller
         return ControllerHold(late, SelectiveRebalancer(late.rebalance, resolve_model(late.hold.step_model)),
-                              num_ranks, make_queue)
+                              num_ranks, dispatcher, make_queue)
 
     return make_hold
 

@@ -60,7 +60,7 @@ class LateBinder:
         self.rebalancer = rebalancer
         self.pool = pool
         self.dispatcher = dispatcher
-        self.queues = HoldQueues(len(pool.engines), config.hold.max_in_flight)
+        self.queues = HoldQueues(len(pool.engines), config.hold.max_in_flight, book=self._book)
         self.metrics = LateBindingMetrics()
         self._waiters: dict[str, _Waiter] = {}
         self._task: asyncio.Task[None] | None = None
@@ -131,14 +131,9 @@ class LateBinder:
         for rid in self.queues.stranded(healthy):
             self._repick(rid, now)
         loads = self.pool.loads_for(None, set())
-        for held in self.queues.stale_bookings([load.reported_s for load in loads], now):
-            self.dispatcher.on_dispatched(self._waiters[held.request_id].parsed.dispatch,
-                                          held.engine_id, now)
+        self.queues.stale_bookings([load.reported_s for load in loads], now)
         if self.rebalancer.due(now):
-            for move in self.queues.rebalance(self.rebalancer, loads, now):
-                self.dispatcher.on_dispatched(self._waiters[move.request_id].parsed.dispatch,
-                                              move.target, now)
-                self.metrics.moved += 1
+            self.metrics.moved += len(self.queues.rebalance(self.rebalancer, loads, now))
         self._release(now)
 
     def _repick(self, rid: str, now: float) -> None:
@@ -157,16 +152,18 @@ class LateBinder:
                                         "other healthy engine is left"))
             return
         self.queues.retarget(rid, target, now)
-        self.dispatcher.on_dispatched(waiter.parsed.dispatch, target, now)
         self.metrics.repicked += 1
 
     def _release(self, now: float) -> None:
         healthy = [engine.healthy for engine in self.pool.engines]
         for release in self.queues.release(healthy, now):
             waiter = self._waiters.pop(release.request_id)
-            self.dispatcher.on_dispatched(waiter.parsed.dispatch, release.engine_id, now)  # sent now
             self.metrics.observe_hold(release.held_for_s)
             waiter.future.set_result(release.engine_id)
+
+    def _book(self, request_id: str, engine_id: int, now: float) -> None:
+        """``HoldQueues``' booking callback: (re-)book a held or just released request."""
+        self.dispatcher.on_dispatched(self._waiters[request_id].parsed.dispatch, engine_id, now)
 
     def _unbook(self, parsed: ParsedRequest, engine_id: int) -> None:
         """A held request leaves without being sent: take it out of the dispatcher's books."""

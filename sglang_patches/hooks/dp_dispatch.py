@@ -154,12 +154,13 @@ class DpDispatchHook:
         policy_name: for log lines.
         block_tokens: tokens per prefix block of ``block_hashes``.
         make_log: builds the decision log of a controller.
-        make_hold: builds a controller's late-binding hold for ``num_ranks`` (None: send at once).
+        make_hold: builds a controller's late-binding hold for ``num_ranks`` ranks and its
+            dispatcher (None: send at once).
     """
 
     def __init__(self, make_dispatcher: Callable[[int], Dispatcher], policy_name: str,
                  block_tokens: int, make_log: Callable[[], DecisionLog],
-                 make_hold: Callable[[int], ControllerHold] | None = None) -> None:
+                 make_hold: Callable[[int, Dispatcher], ControllerHold] | None = None) -> None:
         self._make_dispatcher = make_dispatcher
         self.policy_name = policy_name
         self.block_tokens = block_tokens
@@ -172,9 +173,9 @@ class DpDispatchHook:
         state = self._state.get(controller)
         if state is None:
             ranks = len(controller.workers)
-            hold = None if self._make_hold is None else self._make_hold(ranks)
-            state = _ControllerState(self._make_dispatcher(ranks), self._make_log(),
-                                     ReportCoverage(ranks), [0] * ranks, hold)
+            dispatcher = self._make_dispatcher(ranks)
+            hold = None if self._make_hold is None else self._make_hold(ranks, dispatcher)
+            state = _ControllerState(dispatcher, self._make_log(), ReportCoverage(ranks), [0] * ranks, hold)
             self._state[controller] = state
         return state
 
@@ -202,7 +203,7 @@ class DpDispatchHook:
             return False
         now = time.time()
         engines = self._refresh(controller, state, now)
-        for send in state.hold.tick(engines, state.dispatcher, now):
+        for send in state.hold.tick(engines, now):
             self._send(controller, state, send.req, send.request, send.rank, now)
         self._maybe_summary(state)
         return state.hold.held_count() > 0
@@ -215,8 +216,7 @@ class DpDispatchHook:
         for covered_rank, covered_request in covered:  # the engine's report counts it now
             state.dispatcher.on_finished(covered_request, covered_rank, now, 0)
         if state.hold is not None:
-            state.hold.observe(engines, [request.request_id for _, request in covered],
-                               state.dispatcher, now)
+            state.hold.observe(engines, [request.request_id for _, request in covered], now)
         return engines
 
     @staticmethod

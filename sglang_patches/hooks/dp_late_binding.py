@@ -60,13 +60,15 @@ class ControllerHold:
         config: ``[hold]`` and ``[rebalance]`` settings.
         rebalancer: prices moves with ``config.hold.step_model``.
         num_ranks: DP worker slots.
+        dispatcher: the controller's dispatcher (picks for stranded requests; holds' bookings).
         make_queue: builds one rank's hold queue (its release order).
     """
 
-    def __init__(self, config: LateBindingConfig, rebalancer: SelectiveRebalancer,
-                 num_ranks: int, make_queue: Callable[[], RequestQueue] = FcfsQueue) -> None:
+    def __init__(self, config: LateBindingConfig, rebalancer: SelectiveRebalancer, num_ranks: int,
+                 dispatcher: Dispatcher, make_queue: Callable[[], RequestQueue] = FcfsQueue) -> None:
         self.rebalancer = rebalancer
-        self.queues = HoldQueues(num_ranks, config.hold.max_in_flight, make_queue)
+        self.dispatcher = dispatcher
+        self.queues = HoldQueues(num_ranks, config.hold.max_in_flight, make_queue, book=self._book)
         self._held: dict[str, tuple[object, DispatchRequest]] = {}
         self.held_total = 0
         self.moved = 0
@@ -84,37 +86,35 @@ class ControllerHold:
         self.held_total += 1
         return False
 
-    def observe(self, engines: Sequence[EngineLoad], covered: Sequence[str],
-                dispatcher: Dispatcher, now: float) -> None:
+    def observe(self, engines: Sequence[EngineLoad], covered: Sequence[str], now: float) -> None:
         """New snapshots: ``covered`` request ids are now counted by their rank's snapshot;
         held requests the snapshots would be taken to cover are re-booked at ``now``."""
         for request_id in covered:
             self.queues.finished(request_id)
         for engine in engines:
             self.queues.report_occupancy(engine.engine_id, engine.running + engine.waiting)
-        for held in self.queues.stale_bookings([e.reported_s for e in engines], now):
-            dispatcher.on_dispatched(self._held[held.request_id][1], held.engine_id, now)
+        self.queues.stale_bookings([e.reported_s for e in engines], now)
 
-    def tick(self, engines: Sequence[EngineLoad], dispatcher: Dispatcher, now: float) -> list[Send]:
-        """Re-pick stranded requests, rebalance when due, and return the requests to send now."""
+    def tick(self, engines: Sequence[EngineLoad], now: float) -> list[Send]:
+        """Re-pick stranded requests, rebalance when due, and return the requests to send now
+        (each booked on its rank from now by the hold queues)."""
         healthy = [engine.healthy for engine in engines]
         if any(healthy):
             for request_id in self.queues.stranded(healthy):
-                request = self._held[request_id][1]
-                target = dispatcher.pick(request, engines, now)
+                target = self.dispatcher.pick(self._held[request_id][1], engines, now)
                 self.queues.retarget(request_id, target, now)
-                dispatcher.on_dispatched(request, target, now)
                 self.repicked += 1
         if self.rebalancer.due(now):
-            for move in self.queues.rebalance(self.rebalancer, engines, now):
-                dispatcher.on_dispatched(self._held[move.request_id][1], move.target, now)
-                self.moved += 1
+            self.moved += len(self.queues.rebalance(self.rebalancer, engines, now))
         sends = []
         for release in self.queues.release(healthy, now):
             req, request = self._held.pop(release.request_id)
-            dispatcher.on_dispatched(request, release.engine_id, now)  # from its send time
             sends.append(Send(release.engine_id, req, request))
         return sends
+
+    def _book(self, request_id: str, rank: int, now: float) -> None:
+        """``HoldQueues``' booking callback."""
+        self.dispatcher.on_dispatched(self._held[request_id][1], rank, now)
 
     def summary(self) -> str:
         return (f"held {self.held_total} (now {self.held_count()}), moved {self.moved}, "

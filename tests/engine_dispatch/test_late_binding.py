@@ -215,6 +215,21 @@ def test_held_requests_are_rebooked_once_a_report_would_cover_them():
     assert [h.request_id for h in q.stale_bookings([6.5, 6.5], 8.0)] == ["a"]  # "b" re-booked at 7.0
 
 
+def test_the_booking_callback_follows_every_change_of_engine_or_booking_time():
+    booked = []
+    q = HoldQueues(2, max_in_flight=1, book=lambda rid, engine, now: booked.append((rid, engine, now)))
+    q.submit("sent", 0, 10, 1.0)  # the host books first picks itself
+    q.submit("a", 0, 10, 2.0)
+    q.submit("b", 0, 10, 3.0)
+    assert booked == []
+    q.stale_bookings([2.5, 2.5], 4.0)  # "a" renewed
+    q.retarget("b", 1, 5.0)  # on its new engine
+    q.apply([Move("a", 0, 1, 9.0, 8.0)], [True, True], 6.0)  # an applied move, on its target
+    q.apply([Move("a", 0, 1, 9.0, 8.0)], [True, True], 6.5)  # stale move (now on 1): dropped
+    q.release([True, True], 7.0)  # engine 1's one slot: "a" (held first) goes, from its send time
+    assert booked == [("a", 0, 4.0), ("b", 1, 5.0), ("a", 1, 6.0), ("a", 1, 7.0)]
+
+
 def test_overloaded_hold_queue_is_rebalanced_to_the_idle_engine():
     q = HoldQueues(2, max_in_flight=1)
     for i in range(6):

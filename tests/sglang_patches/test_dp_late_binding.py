@@ -46,8 +46,8 @@ def make_hook(max_in_flight: int, rebalance: RebalanceConfig = RebalanceConfig()
     options = {"block_tokens": 16} if policy == "scored" else {}
     return DpDispatchHook(lambda n: create_dispatcher(policy, n, **options), policy, 16,
                           lambda: DecisionLog(3, 0),
-                          lambda n: ControllerHold(late, SelectiveRebalancer(rebalance, MODEL), n,
-                                                   make_queue))
+                          lambda n, dispatcher: ControllerHold(late, SelectiveRebalancer(rebalance, MODEL),
+                                                               n, dispatcher, make_queue))
 
 
 def publish(controller: object, rank: int, running: int, waiting: int = 0,
@@ -241,5 +241,5 @@ def test_plugin_registers_the_late_binding_loop_instead_of_the_idle_one(
     assert len(loops) == 1 and isinstance(loops[0].__self__, LateBindingLoop)
     assert loops[0].__self__._tick_ms == 50
     dispatch = loops[0].__self__._tick.__self__  # the DpDispatchHook whose tick the loop calls
-    hold = dispatch._make_hold(2)
+    hold = dispatch._make_hold(2, create_dispatcher("round-robin", 2))
     assert type(hold.queues._queues[0]).__name__ == "SjfAgingQueue"  # the [request] default policy
